@@ -1,0 +1,140 @@
+"""Typed errors. Each carries what a user needs to fix the input."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class SvrntyEventsError(Exception):
+    """Base class of every error raised by svrnty-events."""
+
+
+# --- plugins -------------------------------------------------------------------------------
+
+
+class PluginError(SvrntyEventsError):
+    """A plugin could not be loaded or registered."""
+
+
+class PluginImportError(PluginError):
+    def __init__(self, name: str, cause: BaseException) -> None:
+        self.plugin = name
+        super().__init__(f'Error importing plugin "{name}": {type(cause).__name__}: {cause}')
+
+
+class PluginValidationError(PluginError):
+    """A hook implementation does not match its hookspec."""
+
+
+class DuplicateNameError(PluginError):
+    def __init__(self, kind: str, name: str, first: str, second: str) -> None:
+        self.kind, self.name, self.first, self.second = kind, name, first, second
+        super().__init__(
+            f'{kind} "{name}" is registered by two plugins: "{first}" and "{second}"; '
+            f"uninstall one of them or select one with SVRNTY_EVENTS_PLUGINS"
+        )
+
+
+class UnknownPluginError(PluginError):
+    def __init__(self, kind: str, name: str, available: Iterable[str], path: str = "") -> None:
+        self.kind, self.name, self.available = kind, name, sorted(available)
+        names = ", ".join(self.available) if self.available else "none installed"
+        where = f"{path}: " if path else ""
+        super().__init__(f'{where}unknown {kind} "{name}"; available: {names}')
+
+
+class NoStoreInstalledError(PluginError):
+    def __init__(self) -> None:
+        super().__init__(
+            "no event store plugin is installed; install one, for example "
+            "`pip install svrnty-events-memory` (in-memory) or `pip install svrnty-events-sqlite`"
+        )
+
+
+# --- configuration and input ----------------------------------------------------------------
+
+
+class ConfigError(SvrntyEventsError):
+    """Invalid configuration. ``path`` names the offending field, e.g. ``subscriptions[1].mode``."""
+
+    def __init__(self, path: str, message: str, *, source: str | None = None) -> None:
+        self.path, self.message, self.source = path, message, source
+        prefix = f"{source}: " if source else ""
+        super().__init__(f"{prefix}{path}: {message}" if path else f"{prefix}{message}")
+
+
+class ValidationError(SvrntyEventsError):
+    """A command or query payload does not match its type. ``field`` names the culprit."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field, self.message = field, message
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class UnknownCommandError(SvrntyEventsError):
+    def __init__(self, kind: str, name: str, available: Iterable[str]) -> None:
+        self.kind, self.name = kind, name
+        super().__init__(f'unknown {kind} "{name}"; available: {", ".join(sorted(available))}')
+
+
+class UnknownWorkflowError(SvrntyEventsError):
+    def __init__(self, workflow_id: str, stream: str) -> None:
+        self.workflow_id, self.stream = workflow_id, stream
+        super().__init__(
+            f'cannot continue workflow "{workflow_id}": no event of it exists in stream "{stream}"'
+        )
+
+
+class UnknownStreamError(SvrntyEventsError):
+    def __init__(self, name: str, available: Iterable[str] = ()) -> None:
+        self.name = name
+        super().__init__(f'unknown stream "{name}"; available: {", ".join(sorted(available))}')
+
+
+class UnknownSubscriptionError(SvrntyEventsError):
+    def __init__(self, name: str, available: Iterable[str] = ()) -> None:
+        self.name = name
+        super().__init__(
+            f'unknown subscription "{name}"; available: {", ".join(sorted(available))}'
+        )
+
+
+class StreamScopeError(SvrntyEventsError):
+    """Publishing from outside the service to a stream whose scope is ``internal``."""
+
+    def __init__(self, stream: str) -> None:
+        self.stream = stream
+        super().__init__(f'stream "{stream}" is internal; only cross_service streams accept publish')
+
+
+# --- delivery ------------------------------------------------------------------------------
+
+
+class UnknownDeliveryError(SvrntyEventsError):
+    """Ack or nack of an event id the consumer does not hold (never delivered, or already settled)."""
+
+    def __init__(self, event_ids: Iterable[str]) -> None:
+        self.event_ids = list(event_ids)
+        super().__init__(f"consumer does not hold event(s): {', '.join(self.event_ids)}")
+
+
+class ConsumerClosedError(SvrntyEventsError):
+    """The consumer was closed (unsubscribed, heartbeat expired, or the host stopped)."""
+
+
+class ConcurrencyError(SvrntyEventsError):
+    """Optimistic concurrency conflict on append with an expected version."""
+
+    def __init__(self, stream: str, correlation_id: str, expected: int, actual: int) -> None:
+        self.stream, self.correlation_id = stream, correlation_id
+        self.expected, self.actual = expected, actual
+        super().__init__(
+            f'stream "{stream}", workflow "{correlation_id}": expected version {expected}, '
+            f"actual {actual}"
+        )
+
+
+class StoreUnavailableError(SvrntyEventsError):
+    """The store cannot be reached. Retryable: the operation had no effect."""
+
+    retryable = True

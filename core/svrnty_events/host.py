@@ -1,0 +1,442 @@
+"""EventStreaming (configuration + plugin registry) and EventStreamingHost (the running system:
+store, streams, subscriptions, delivery providers)."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+import msgspec
+import pluggy
+
+from . import plugins as plugin_registry
+from .commands import CommandResult, Handler, HandlerRegistry, operation_name
+from .config import (
+    DeliverySemantics,
+    HostConfig,
+    StoreConfig,
+    StreamConfig,
+    StreamScope,
+    StreamType,
+    SubscriptionConfig,
+    convert,
+    load_toml,
+)
+from .errors import (
+    ConfigError,
+    StreamScopeError,
+    UnknownStreamError,
+    UnknownWorkflowError,
+)
+from .events import RecordedEvent, record
+from .plugins import Registry
+from .store import DeadLetter, EventStore, Receipt, StreamInfo
+from .subscriptions import Consumer, Subscriber, SubscriptionEngine, SubscriptionRuntime, type_names
+from .workflow import Workflow
+
+log = logging.getLogger("svrnty_events")
+
+C = TypeVar("C", bound=Callable[..., Any])
+
+
+@runtime_checkable
+class DeliveryProvider(Protocol):
+    """What a delivery provider factory returns. It bridges remote consumers to the engine
+    (``host.open_consumer``) and holds no delivery logic of its own."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self, grace: float) -> None: ...
+
+    def endpoints(self) -> list[str]: ...
+
+
+class EventStreaming:
+    """Configuration and handlers of an event-streaming application.
+
+    The store defaults to ``memory``; ``EventStreaming(store="sqlite", store_options={...})``
+    picks another store plugin; :meth:`from_toml` builds the same from a file. Nothing is loaded
+    or validated until :meth:`run` starts a host.
+    """
+
+    def __init__(self, store: str = "memory", store_options: dict[str, Any] | None = None, *,
+                 plugins: Iterable[object] = (), load_entrypoints: bool = True) -> None:
+        self.config = HostConfig(store=StoreConfig(plugin=store, options=dict(store_options or {})))
+        self.handlers = HandlerRegistry()
+        self.extra_plugins = list(plugins)
+        self.load_entrypoints = load_entrypoints
+        self.workflows: dict[type[Workflow], str] = {}
+        self.source: str | None = None
+
+    @classmethod
+    def from_toml(cls, path: str | Path, **kwargs: Any) -> EventStreaming:
+        """Load a TOML configuration (see docs/configuration.md). Raises ConfigError."""
+        config = load_toml(path)
+        streaming = cls(**kwargs)
+        streaming.config = config
+        streaming.source = str(path)
+        return streaming
+
+    # --- builder ---------------------------------------------------------------------------------
+
+    def add_stream(self, workflow: type[Workflow] | str, *, name: str | None = None,
+                   type: StreamType | str = StreamType.EPHEMERAL,
+                   delivery_semantics: DeliverySemantics | str = DeliverySemantics.AT_LEAST_ONCE,
+                   scope: StreamScope | str = StreamScope.INTERNAL, **options: Any) -> StreamConfig:
+        """Add a stream, for a workflow type (its events go there) or by name."""
+        if isinstance(workflow, str):
+            stream_name = name or workflow
+        else:
+            stream_name = name or workflow.default_stream_name()
+            self.workflows[workflow] = stream_name
+        raw = {"name": stream_name, "type": str(type),
+               "delivery_semantics": str(delivery_semantics), "scope": str(scope), **options}
+        config = convert(raw, StreamConfig, prefix=f"streams[{len(self.config.streams)}]")
+        self.config.streams.append(config)
+        return config
+
+    def add_subscription(self, stream: type[Workflow] | str, name: str, *,
+                         mode: str = "broadcast",
+                         event_types: Sequence[type | str] = (),
+                         terminal_event_types: Sequence[type | str] = (),
+                         **options: Any) -> SubscriptionConfig:
+        """Add a subscription to a workflow's stream (or a stream by name)."""
+        if isinstance(stream, str):
+            stream_name = stream
+        else:
+            stream_name = self.workflows.get(stream) or stream.default_stream_name()
+        raw = {"name": name, "stream": stream_name, "mode": str(mode),
+               "event_types": type_names(event_types),
+               "terminal_event_types": type_names(terminal_event_types), **options}
+        config = convert(raw, SubscriptionConfig,
+                         prefix=f"subscriptions[{len(self.config.subscriptions)}]")
+        self.config.subscriptions.append(config)
+        return config
+
+    def add_delivery(self, provider: str, **options: Any) -> None:
+        """Enable a delivery provider plugin with its options (``[delivery.NAME]`` in TOML)."""
+        self.config.delivery[provider] = options
+
+    def command_handler(self, command: type, *, workflow: type[Workflow],
+                        name: str | None = None) -> Callable[[C], C]:
+        """Register ``handler(command, workflow) -> value`` (sync or async) for a command Struct."""
+        def decorate(func: C) -> C:
+            self.handlers.add(Handler("command", name or operation_name(command), command, func,
+                                      workflow, inspect.getdoc(func) or ""))
+            return func
+        return decorate
+
+    def query_handler(self, query: type, *, name: str | None = None) -> Callable[[C], C]:
+        """Register ``handler(query) -> value`` (sync or async) for a query Struct."""
+        def decorate(func: C) -> C:
+            self.handlers.add(Handler("query", name or operation_name(query), query, func, None,
+                                      inspect.getdoc(func) or ""))
+            return func
+        return decorate
+
+    # --- run -------------------------------------------------------------------------------------
+
+    def build_host(self) -> EventStreamingHost:
+        """Load plugins and validate the configuration (raises before anything starts)."""
+        pm = plugin_registry.get_plugin_manager(self.load_entrypoints, self.extra_plugins)
+        registry = plugin_registry.collect_registry(pm)
+        return EventStreamingHost(self, pm, registry)
+
+    @asynccontextmanager
+    async def run(self) -> AsyncIterator[EventStreamingHost]:
+        """Start a host; stop it on exit."""
+        host = self.build_host()
+        await host.start()
+        try:
+            yield host
+        finally:
+            await host.stop()
+
+
+class EventStreamingHost:
+    """A running event-streaming system. Build with ``EventStreaming.run()``."""
+
+    def __init__(self, streaming: EventStreaming, pm: pluggy.PluginManager,
+                 registry: Registry) -> None:
+        self.streaming = streaming
+        self.pm = pm
+        self.registry = registry
+        self.config = streaming.config
+        self.handlers = streaming.handlers
+        self.streams: dict[str, StreamConfig] = {}
+        self.providers: dict[str, DeliveryProvider] = {}
+        self.started = False
+        self._validate()
+        reg = registry.get("event store", self.config.store.plugin, path="store.plugin")
+        self.store: EventStore = reg.factory(self._store_options)
+        self.engine = SubscriptionEngine(self.store)
+
+    # --- validation: everything is checked before anything starts -----------------------------
+
+    def _validate(self) -> None:
+        cfg, src = self.config, self.streaming.source
+        store_reg = self.registry.get("event store", cfg.store.plugin, path="store.plugin")
+        self._store_options = _options(store_reg.options, cfg.store.options, "store", src)
+        caps = store_reg.factory.capabilities if hasattr(store_reg.factory, "capabilities") \
+            else None
+        for i, stream in enumerate(cfg.streams):
+            if stream.name in self.streams:
+                raise ConfigError(f"streams[{i}].name", f'duplicate stream name "{stream.name}"',
+                                  source=src)
+            if stream.delivery_semantics is DeliverySemantics.EXACTLY_ONCE:
+                if stream.type is not StreamType.PERSISTENT:
+                    raise ConfigError(f"streams[{i}].delivery_semantics",
+                                      "exactly_once needs a persistent stream (type = "
+                                      '"persistent") to deduplicate appends by event id',
+                                      source=src)
+                if caps is not None and not caps.idempotent_append:
+                    raise ConfigError(f"streams[{i}].delivery_semantics",
+                                      f'store "{cfg.store.plugin}" cannot deduplicate appends, '
+                                      "so it cannot give exactly_once", source=src)
+            self.streams[stream.name] = stream
+        for workflow, stream_name in self.streaming.workflows.items():
+            if stream_name not in self.streams:  # pragma: no cover - add_stream keeps these
+                raise ConfigError("streams", f"workflow {workflow.__name__} has no stream")
+        for handler in self.handlers.commands.values():
+            assert handler.workflow is not None
+            if handler.workflow not in self.streaming.workflows:
+                raise ConfigError(
+                    "streams", f"command {handler.name} uses workflow {handler.workflow.__name__}"
+                    f", which has no stream: call add_stream({handler.workflow.__name__})",
+                    source=src)
+        self._modes: dict[str, Any] = {}
+        names: set[str] = set()
+        for i, sub in enumerate(cfg.subscriptions):
+            if sub.name in names:
+                raise ConfigError(f"subscriptions[{i}].name",
+                                  f'duplicate subscription name "{sub.name}"', source=src)
+            names.add(sub.name)
+            if sub.stream not in self.streams:
+                raise ConfigError(f"subscriptions[{i}].stream",
+                                  f'unknown stream "{sub.stream}"; streams: '
+                                  f'{", ".join(sorted(self.streams)) or "none"}', source=src)
+            mode_reg = self.registry.get("subscription mode", sub.mode,
+                                         path=f"subscriptions[{i}].mode")
+            options = _options(mode_reg.options, sub.options, f"subscriptions[{i}].options", src)
+            self._modes[sub.name] = (mode_reg, options)
+            for field_name in ("visibility_timeout", "heartbeat_timeout"):
+                if getattr(sub, field_name) <= 0:
+                    raise ConfigError(f"subscriptions[{i}].{field_name}", "must be > 0",
+                                      source=src)
+            if sub.window < 1:
+                raise ConfigError(f"subscriptions[{i}].window", "must be >= 1", source=src)
+            if sub.max_delivery_attempts < 0:
+                raise ConfigError(f"subscriptions[{i}].max_delivery_attempts", "must be >= 0",
+                                  source=src)
+        self._provider_regs = {}
+        for name, options in cfg.delivery.items():
+            reg = self.registry.get("delivery provider", name, path=f"delivery.{name}")
+            self._provider_regs[name] = (reg, _options(reg.options, options, f"delivery.{name}",
+                                                       src))
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.store.start()
+        try:
+            for stream in self.streams.values():
+                await self.store.create_stream(stream)
+            for sub in self.config.subscriptions:
+                await self.store.create_subscription(sub)
+                mode_reg, options = self._modes[sub.name]
+                mode = mode_reg.factory(sub, options) if options is not None \
+                    else mode_reg.factory(sub)
+                self.engine.add(SubscriptionRuntime(sub, self.streams[sub.stream], mode))
+                if mode.shared:
+                    await self.store.ensure_group(sub.name, "")
+            for name, (reg, options) in self._provider_regs.items():
+                provider = reg.factory(self, options)
+                self.providers[name] = provider
+                await provider.start()
+            self.started = True
+            for result in self.pm.hook.host_started(host=self):
+                if inspect.isawaitable(result):
+                    await result
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop providers (remote streams end with a retryable status), release in-process
+        consumers' events, close the store. May be called twice."""
+        if getattr(self, "_stopped", False):
+            return
+        self._stopped = True
+        try:
+            if self.started:
+                for result in self.pm.hook.host_stopping(host=self):
+                    if inspect.isawaitable(result):
+                        await result
+        finally:
+            for provider in reversed(list(self.providers.values())):
+                try:
+                    await provider.stop(grace)
+                except Exception:
+                    log.exception("delivery provider failed to stop")
+            await self.engine.close()
+            await self.store.close()
+
+    # --- commands and queries ---------------------------------------------------------------
+
+    async def send(self, command: Any, workflow_id: str | None = None, *,
+                   headers: dict[str, str] | None = None) -> CommandResult:
+        """Run the command's handler in a new workflow, or continue ``workflow_id``.
+
+        The events it emits are appended as one batch only if it returns; the batch carries the
+        workflow id as correlation id. Raises UnknownWorkflowError for an unknown workflow id and
+        ConcurrencyError when another command appended to the same workflow meanwhile."""
+        handler = self.handlers.for_payload(command, "command")
+        workflow_type = handler.workflow
+        assert workflow_type is not None
+        stream = self.streaming.workflows[workflow_type]
+        if workflow_id is None:
+            workflow = workflow_type()
+        else:
+            version = await self.store.correlation_version(stream, workflow_id)
+            if version == 0:
+                raise UnknownWorkflowError(workflow_id, stream)
+            workflow = workflow_type(workflow_id, is_new=False, version=version)
+        value = handler.func(command, workflow)
+        if inspect.isawaitable(value):
+            value = await value
+        events = [record(e, stream=stream, correlation_id=workflow.id, headers=h)
+                  for e, h in workflow._pending]
+        if headers:
+            events = [msgspec.structs.replace(e, headers={**headers, **e.headers})
+                      for e in events]
+        appended = await self.store.append(stream, events, expected_version=workflow.version) \
+            if events else []
+        return CommandResult(value, workflow.id if events or not workflow.is_new else None,
+                             appended)
+
+    async def query(self, query: Any) -> Any:
+        handler = self.handlers.for_payload(query, "query")
+        value = handler.func(query)
+        if inspect.isawaitable(value):
+            value = await value
+        return value
+
+    async def send_named(self, name: str, payload: Any,
+                         workflow_id: str | None = None) -> CommandResult:
+        """Decode ``payload`` (JSON or a mapping) for command ``name`` and send it. Raises
+        ValidationError naming the field, UnknownCommandError for an unknown name."""
+        handler = self.handlers.named(name, "command")
+        return await self.send(self.handlers.decode(handler, payload), workflow_id)
+
+    async def query_named(self, name: str, payload: Any) -> Any:
+        handler = self.handlers.named(name, "query")
+        return await self.query(self.handlers.decode(handler, payload))
+
+    # --- streams -----------------------------------------------------------------------------------
+
+    def stream_config(self, stream: str) -> StreamConfig:
+        try:
+            return self.streams[stream]
+        except KeyError:
+            raise UnknownStreamError(stream, self.streams) from None
+
+    async def publish(self, stream: str, events: Sequence[RecordedEvent], *,
+                      external: bool = True) -> list[RecordedEvent]:
+        """Append already-encoded events, e.g. from another service. With ``external`` only
+        streams of scope ``cross_service`` accept them (StreamScopeError otherwise)."""
+        config = self.stream_config(stream)
+        if external and config.scope is not StreamScope.CROSS_SERVICE:
+            raise StreamScopeError(stream)
+        events = [e if e.stream == stream else msgspec.structs.replace(e, stream=stream)
+                  for e in events]
+        return await self.store.append(stream, events)
+
+    async def read(self, stream: str, **kwargs: Any) -> list[RecordedEvent]:
+        self.stream_config(stream)
+        return await self.store.read(stream, **kwargs)
+
+    async def stream_info(self, stream: str) -> StreamInfo:
+        self.stream_config(stream)
+        return await self.store.stream_info(stream)
+
+    # --- consumers ---------------------------------------------------------------------------------
+
+    def subscribe(self, subscription: str, consumer_id: str, *, auto_ack: bool = True,
+                  correlation_id: str | None = None,
+                  event_types: Iterable[type | str] | None = None,
+                  terminal_event_types: Iterable[type | str] | None = None,
+                  window: int | None = None, heartbeat_timeout: float | None = None,
+                  start: int | None = None) -> Subscriber:
+        """Consume a subscription in-process: ``async with host.subscribe(...) as deliveries:
+        async for delivery in deliveries: ...``. See :class:`Subscriber` for ack styles."""
+        return Subscriber(self.engine, subscription, consumer_id, auto_ack=auto_ack,
+                          correlation_id=correlation_id, event_types=event_types,
+                          terminal_event_types=terminal_event_types, window=window,
+                          heartbeat_timeout=heartbeat_timeout, start=start)
+
+    async def open_consumer(self, subscription: str, consumer_id: str,
+                            **options: Any) -> Consumer:
+        """The consumer API delivery providers build on (see SubscriptionEngine.open_consumer)."""
+        return await self.engine.open_consumer(subscription, consumer_id, **options)
+
+    def consumers(self, subscription: str) -> list[dict[str, Any]]:
+        return [c.info() for c in self.engine.runtime(subscription).consumers.values()]
+
+    # --- dead letters and receipts -----------------------------------------------------------
+
+    async def dead_letters(self, subscription: str, *, limit: int | None = None
+                           ) -> list[DeadLetter]:
+        self.engine.runtime(subscription)
+        return await self.store.list_dead_letters(subscription, limit=limit)
+
+    async def replay_dead_letters(self, subscription: str,
+                                  event_ids: Sequence[str] | None = None) -> int:
+        self.engine.runtime(subscription)
+        return await self.store.replay_dead_letters(subscription, event_ids)
+
+    async def purge_dead_letters(self, subscription: str,
+                                 event_ids: Sequence[str] | None = None) -> int:
+        self.engine.runtime(subscription)
+        return await self.store.purge_dead_letters(subscription, event_ids)
+
+    async def receipts(self, subscription: str, *, event_id: str | None = None,
+                       consumer_id: str | None = None) -> list[Receipt]:
+        self.engine.runtime(subscription)
+        return await self.store.list_receipts(subscription, event_id=event_id,
+                                              consumer_id=consumer_id)
+
+    # --- description ---------------------------------------------------------------------------
+
+    def endpoints(self) -> list[str]:
+        return [e for p in self.providers.values() for e in p.endpoints()]
+
+    def banner(self, extra_endpoints: Iterable[str] = ()) -> str:
+        """The startup banner: plugins, store, streams, subscriptions, endpoints."""
+        lines = ["svrnty-events host started"]
+        plugins = plugin_registry.list_plugins(self.pm, self.registry)
+        lines.append("  plugins:       " + ", ".join(
+            f"{p.name}" + (f" ({p.distribution} {p.version})" if p.distribution else "")
+            for p in plugins))
+        lines.append(f"  store:         {self.config.store.plugin}")
+        for s in self.streams.values():
+            lines.append(f"  stream:        {s.name} ({s.type}, {s.delivery_semantics}, "
+                         f"{s.scope})")
+        for sub in self.config.subscriptions:
+            lines.append(f"  subscription:  {sub.name} -> {sub.stream} ({sub.mode})")
+        for e in [*self.endpoints(), *extra_endpoints]:
+            lines.append(f"  endpoint:      {e}")
+        return "\n".join(lines)
+
+
+def _options(options_type: type | None, raw: dict[str, Any], path: str,
+             source: str | None) -> Any:
+    if options_type is None:
+        if raw:
+            raise ConfigError(f"{path}.{next(iter(raw))}", "this plugin takes no options",
+                              source=source)
+        return None
+    return convert(raw, options_type, prefix=path, source=source)

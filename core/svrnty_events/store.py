@@ -1,0 +1,237 @@
+"""The event store contract: what every store plugin (memory, SQLite, Redis, a third party's)
+implements, and what the subscription engine builds delivery semantics on.
+
+A store owns the log of each stream and the delivery state of each subscription, so that a
+persistent or distributed store keeps pending and in-flight state across restarts and hosts.
+
+Delivery state is kept per *delivery group* of a subscription. A group is a cursor over the
+stream plus the set of events that are in flight, waiting for redelivery or dead-lettered.
+Modes decide the groups: ``exclusive`` and ``consumer_group`` share one group (named ``""``)
+among all consumers; ``broadcast`` and ``read_receipt`` give each consumer its own group (named
+after the consumer). The store never needs to know which mode is in use.
+
+Times are wall-clock seconds (``time.time()``) so that deadlines survive restarts and are
+comparable across hosts. Every method may raise :class:`~svrnty_events.errors.StoreUnavailableError`
+when the backing service cannot be reached; the operation then had no effect.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import ClassVar
+
+import msgspec
+
+from .config import StreamConfig, SubscriptionConfig
+from .events import RecordedEvent
+
+SHARED_GROUP = ""
+
+
+class Selection(enum.IntEnum):
+    """What a claim does with a candidate event, as decided by the engine's selector."""
+
+    DELIVER = 0  # hand it to this consumer
+    SKIP = 1     # not for this consumer: leave it available for others in the group
+    DROP = 2     # filtered out for this group: settle it without delivering
+
+
+Selector = Callable[[RecordedEvent], Selection]
+
+
+class Capabilities(msgspec.Struct, frozen=True):
+    #: the log and delivery state survive a restart of the process
+    durable: bool = False
+    #: append is idempotent by event id (required for exactly-once)
+    idempotent_append: bool = True
+    #: several hosts can share the store
+    shared: bool = False
+
+
+class Claimed(msgspec.Struct, gc=False):
+    event: RecordedEvent
+    #: delivery number of this hand-over, from 1
+    attempt: int
+    #: reason given by the last nack of this event, if any
+    last_reason: str | None = None
+
+
+class ClaimResult(msgspec.Struct):
+    claimed: list[Claimed]
+    #: change counter to pass to wait_for_change, so no wake-up is missed
+    version: int
+    #: earliest time (time.time()) at which an event of this group that is in flight or delayed
+    #: now becomes claimable; None if there is none
+    next_due: float | None = None
+
+
+class DeadLetter(msgspec.Struct):
+    event: RecordedEvent
+    subscription: str
+    group: str
+    consumer_id: str
+    reason: str
+    attempts: int
+    dead_lettered_at: datetime
+    error: str | None = None
+
+
+class Receipt(msgspec.Struct):
+    subscription: str
+    consumer_id: str
+    event_id: str
+    delivered_at: datetime
+    read_at: datetime | None = None
+
+
+class StreamInfo(msgspec.Struct):
+    name: str
+    type: str
+    #: events retained now
+    length: int
+    #: sequence of the oldest retained event (== next_sequence when empty)
+    first_sequence: int
+    #: sequence the next appended event will get
+    next_sequence: int
+    metadata: dict[str, str] = {}
+
+
+class EventStore(abc.ABC):
+    """Base class of event stores. See the module docstring for the model."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    async def start(self) -> None:
+        """Open connections / files. Called once by the host before anything else."""
+
+    async def close(self) -> None:
+        """Release resources. May be called twice."""
+
+    # --- streams ----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_stream(self, config: StreamConfig) -> None:
+        """Create the stream, or update its configuration if it exists."""
+
+    @abc.abstractmethod
+    async def append(self, stream: str, events: Sequence[RecordedEvent], *,
+                     expected_version: int | None = None) -> list[RecordedEvent]:
+        """Append ``events`` atomically (all or nothing) and wake waiting consumers.
+
+        Returns the events as recorded, with their sequences. An event whose id is already in the
+        stream is not appended again; the recorded original is returned in its place.
+        ``expected_version``: the number of events the (single) correlation id of the batch must
+        have in the stream, else :class:`~svrnty_events.errors.ConcurrencyError`.
+        """
+
+    @abc.abstractmethod
+    async def read(self, stream: str, *, from_sequence: int = 0, limit: int | None = None,
+                   correlation_id: str | None = None, event_types: Sequence[str] | None = None,
+                   since: datetime | None = None) -> list[RecordedEvent]:
+        """Retained events from ``from_sequence`` on, oldest first, optionally filtered."""
+
+    @abc.abstractmethod
+    async def correlation_version(self, stream: str, correlation_id: str) -> int:
+        """How many events with this correlation id were ever appended to the stream."""
+
+    @abc.abstractmethod
+    async def stream_info(self, stream: str) -> StreamInfo:
+        """Length, first and next sequence, metadata."""
+
+    # --- subscriptions and their delivery groups ---------------------------------------------
+
+    @abc.abstractmethod
+    async def create_subscription(self, config: SubscriptionConfig) -> None:
+        """Create the subscription (or update its configuration; existing state is kept)."""
+
+    @abc.abstractmethod
+    async def ensure_group(self, subscription: str, group: str, *,
+                           start: int | None = None) -> None:
+        """Create the delivery group if missing. A new group's cursor starts at ``start``
+        (a sequence) or, when None, at the oldest retained event. Existing groups are kept."""
+
+    @abc.abstractmethod
+    async def delete_group(self, subscription: str, group: str) -> None:
+        """Forget a group and its state (in-flight and waiting events of it are dropped)."""
+
+    @abc.abstractmethod
+    async def claim(self, subscription: str, group: str, consumer_id: str, *, max_count: int,
+                    visibility_timeout: float, selector: Selector | None = None) -> ClaimResult:
+        """Hand up to ``max_count`` events to ``consumer_id``, each in flight until
+        ``now + visibility_timeout``.
+
+        Candidates in sequence order: events waiting for redelivery (released, nacked and due,
+        in flight past their deadline) and then new events past the group's cursor. ``selector``
+        decides per candidate (deliver / skip / drop). Each claimed event's attempt is one more
+        than its previous deliveries.
+        """
+
+    @abc.abstractmethod
+    async def ack(self, subscription: str, group: str, consumer_id: str,
+                  event_ids: Sequence[str]) -> list[str]:
+        """Settle events held by ``consumer_id``. Returns the ids it did not hold (ignored)."""
+
+    @abc.abstractmethod
+    async def nack(self, subscription: str, group: str, consumer_id: str, event_id: str, *,
+                   delay: float, reason: str | None = None) -> bool:
+        """Return a held event for redelivery after ``delay`` seconds. False if not held."""
+
+    @abc.abstractmethod
+    async def release(self, subscription: str, group: str, consumer_id: str) -> int:
+        """Return every event held by ``consumer_id`` for redelivery now. Returns how many."""
+
+    @abc.abstractmethod
+    async def wait_for_change(self, subscription: str, group: str, version: int,
+                              timeout: float | None) -> int:
+        """Wait until the group may have something new to claim (an append, a release, a
+        replay, a notify) after ``version`` or until ``timeout``. Returns the current version."""
+
+    @abc.abstractmethod
+    def notify(self, subscription: str) -> None:
+        """Wake every waiter of the subscription (e.g. when a mode's choice changed)."""
+
+    # --- dead letters -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def dead_letter(self, subscription: str, group: str, consumer_id: str, event_id: str, *,
+                          reason: str, attempts: int, error: str | None = None) -> bool:
+        """Move an event held by ``consumer_id`` (or waiting for redelivery in the group) to the
+        dead-letter queue. False if the group does not have it."""
+
+    @abc.abstractmethod
+    async def list_dead_letters(self, subscription: str, *,
+                                limit: int | None = None) -> list[DeadLetter]:
+        """Dead letters of the subscription, oldest first."""
+
+    @abc.abstractmethod
+    async def replay_dead_letters(self, subscription: str,
+                                  event_ids: Sequence[str] | None = None) -> int:
+        """Requeue dead letters (all, or those ids) into their group, attempts reset."""
+
+    @abc.abstractmethod
+    async def purge_dead_letters(self, subscription: str,
+                                 event_ids: Sequence[str] | None = None) -> int:
+        """Delete dead letters (all, or those ids). Returns how many."""
+
+    # --- receipts and idempotent processing ----------------------------------------------------
+
+    @abc.abstractmethod
+    async def record_receipts(self, subscription: str, consumer_id: str,
+                              event_ids: Sequence[str], *, read: bool) -> None:
+        """Record that events were delivered to (``read=False``) or read by a consumer."""
+
+    @abc.abstractmethod
+    async def list_receipts(self, subscription: str, *, event_id: str | None = None,
+                            consumer_id: str | None = None) -> list[Receipt]:
+        """Receipts of the subscription, optionally for one event or one consumer."""
+
+    @abc.abstractmethod
+    async def mark_processed(self, subscription: str, key: str) -> bool:
+        """Record that the effect of ``key`` (an event id) was applied. False if already."""
+
+    @abc.abstractmethod
+    async def is_processed(self, subscription: str, key: str) -> bool:
+        """Whether ``mark_processed`` was called for ``key``."""

@@ -1,0 +1,619 @@
+"""The subscription engine: the one place delivery semantics live.
+
+The in-process API (``host.subscribe``) and every delivery provider use it through
+:class:`Consumer`: ``fetch`` waits (pushed by the store, never polling) for up to a window's worth
+of events, ``ack`` / ``nack`` settle them, ``heartbeat`` keeps a remote consumer alive, ``close``
+releases what it holds for redelivery at once. Filters, terminal events, redelivery with backoff,
+dead-lettering and the backpressure window are all applied here, identically for every provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+import weakref
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from .config import DeliverySemantics, StreamConfig, StreamType, SubscriptionConfig
+from .errors import (
+    ConsumerClosedError,
+    SvrntyEventsError,
+    UnknownDeliveryError,
+    UnknownSubscriptionError,
+)
+from .events import RecordedEvent, decode_payload, event_type_name
+from .modes import Mode
+from .store import SHARED_GROUP, Claimed, EventStore, Selection, Selector
+
+log = logging.getLogger("svrnty_events.subscriptions")
+
+T = TypeVar("T")
+
+_DELIVER, _SKIP, _DROP = Selection.DELIVER, Selection.SKIP, Selection.DROP
+
+
+class ConsumerLimitError(SvrntyEventsError):
+    def __init__(self, subscription: str, limit: int) -> None:
+        super().__init__(f'subscription "{subscription}" already has its maximum of {limit} '
+                         "consumers")
+
+
+def type_names(types: Iterable[type | str] | None) -> list[str]:
+    return [t if isinstance(t, str) else event_type_name(t) for t in (types or ())]
+
+
+class Delivery:
+    """One hand-over of an event to a consumer."""
+
+    __slots__ = ("record", "attempt", "consumer", "settled", "terminal", "_event")
+
+    def __init__(self, record: RecordedEvent, attempt: int, consumer: Consumer) -> None:
+        self.record = record
+        self.attempt = attempt
+        self.consumer = consumer
+        self.settled = False
+        self.terminal = False
+        self._event: Any = None
+
+    # envelope
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def type(self) -> str:
+        return self.record.type
+
+    @property
+    def correlation_id(self) -> str:
+        return self.record.correlation_id
+
+    @property
+    def stream(self) -> str:
+        return self.record.stream
+
+    @property
+    def sequence(self) -> int:
+        return self.record.sequence
+
+    @property
+    def timestamp(self) -> datetime:
+        return self.record.timestamp
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self.record.headers
+
+    @property
+    def data(self) -> bytes:
+        return self.record.data
+
+    @property
+    def content_type(self) -> str:
+        return self.record.content_type
+
+    @property
+    def subscription(self) -> str:
+        return self.consumer.subscription
+
+    @property
+    def event(self) -> Any:
+        """The payload decoded into its registered Event class (plain JSON values if the type
+        is not known in this process)."""
+        if self._event is None:
+            self._event = decode_payload(self.record.type, self.record.data,
+                                         self.record.content_type)
+        return self._event
+
+    async def ack(self) -> None:
+        """Settle the event: it will not be delivered to this subscription's group again."""
+        await self.consumer.ack((self.record.id,))
+
+    async def nack(self, delay: float | None = None, reason: str | None = None,
+                   error: str | None = None) -> None:
+        """Give the event back for redelivery after ``delay`` seconds (default: the
+        subscription's backoff). Past ``max_delivery_attempts`` it goes to the dead-letter
+        queue with ``reason`` and ``error``."""
+        await self.consumer.nack(self.record.id, delay=delay, reason=reason, error=error)
+
+    async def mark_read(self) -> None:
+        """Record a read receipt (``read_receipt`` mode) without settling the event."""
+        await self.consumer.mark_read((self.record.id,))
+
+    async def process_once(self, effect: Callable[[Delivery], Awaitable[T] | T]) -> bool:
+        """Apply ``effect`` at most once per event id across redeliveries, then ack.
+
+        The processed id is recorded in the store right after the effect (for a transactional
+        store, in the same transaction as the ack), so a consumer that crashes after the effect
+        but before its ack does not apply it again on redelivery. Returns False when the effect
+        had already been applied (the event is then just acked).
+        """
+        store, sub = self.consumer.engine.store, self.consumer.subscription
+        if await store.is_processed(sub, self.record.id):
+            await self.ack()
+            return False
+        result = effect(self)
+        if inspect.isawaitable(result):
+            await result
+        await store.mark_processed(sub, self.record.id)
+        await self.ack()
+        return True
+
+    def __repr__(self) -> str:
+        return (f"<Delivery {self.record.type} id={self.record.id} seq={self.record.sequence} "
+                f"attempt={self.attempt}>")
+
+
+@dataclass
+class SubscriptionRuntime:
+    config: SubscriptionConfig
+    stream: StreamConfig
+    mode: Mode
+    consumers: dict[str, Consumer] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+class Consumer:
+    """A registered consumer of a subscription. Build with :meth:`SubscriptionEngine.open_consumer`."""
+
+    def __init__(self, engine: SubscriptionEngine, runtime: SubscriptionRuntime, consumer_id: str,
+                 *, group: str, private: bool, correlation_id: str | None,
+                 event_types: Sequence[str], terminal_event_types: Sequence[str], window: int,
+                 metadata: dict[str, str], heartbeat_timeout: float | None) -> None:
+        self.engine = engine
+        self.runtime = runtime
+        self.subscription = runtime.name
+        self.consumer_id = consumer_id
+        self.group = group
+        self.private = private
+        self.correlation_id = correlation_id
+        self.event_types = list(event_types)
+        self.terminal_event_types = frozenset(terminal_event_types)
+        self.window = window
+        self.metadata = metadata
+        self.heartbeat_timeout = heartbeat_timeout
+        self.held: dict[str, Delivery] = {}
+        self.delivered_count = 0
+        self.closed = False
+        self.close_reason: str | None = None
+        self.completed = False
+        self.connected_at = time.time()
+        self._semantics = runtime.stream.delivery_semantics
+        self._store = engine.store
+        self._room = asyncio.Event()
+        self._fetching = 0
+        self._last_seen = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._selector = self._build_selector()
+        self.heartbeat()
+
+    # --- selection ---------------------------------------------------------------------------
+
+    def _build_selector(self) -> Selector | None:
+        sub_types = frozenset(self.runtime.config.event_types) or None
+        own_types = frozenset(self.event_types) or None
+        correlation = self.correlation_id
+        shared = not self.private
+        mode = self.runtime.mode
+        mode_filters = shared and type(mode).accepts is not Mode.accepts
+        me = self.consumer_id
+        own_miss = _SKIP if shared else _DROP
+        if sub_types is None and own_types is None and correlation is None and not mode_filters:
+            return None
+
+        def select(event: RecordedEvent) -> Selection:
+            if sub_types is not None and event.type not in sub_types:
+                return _DROP
+            if correlation is not None and event.correlation_id != correlation:
+                return _DROP
+            if own_types is not None and event.type not in own_types:
+                return own_miss
+            if mode_filters and not mode.accepts(me, event):
+                return _SKIP
+            return _DELIVER
+
+        return select
+
+    # --- liveness ------------------------------------------------------------------------------
+
+    def heartbeat(self) -> None:
+        """Note the consumer is alive. Any fetch, ack or nack counts as one too."""
+        loop = asyncio.get_running_loop()
+        self._last_seen = loop.time()
+        if self.heartbeat_timeout is not None and self._timer is None and not self.closed:
+            self._timer = loop.call_later(self.heartbeat_timeout, self._check_heartbeat)
+
+    def _check_heartbeat(self) -> None:
+        self._timer = None
+        if self.closed or self.heartbeat_timeout is None:
+            return
+        loop = asyncio.get_running_loop()
+        idle = loop.time() - self._last_seen
+        if self._fetching:  # waiting for events is being alive
+            idle = 0.0
+        if idle >= self.heartbeat_timeout:
+            log.warning("consumer %s of %s missed its heartbeat (%.1fs): releasing %d event(s)",
+                        self.consumer_id, self.subscription, idle, len(self.held))
+            self.engine.spawn(self.close("heartbeat expired"))
+        else:
+            self._timer = loop.call_later(self.heartbeat_timeout - idle, self._check_heartbeat)
+
+    # --- fetch ---------------------------------------------------------------------------------
+
+    async def fetch(self, max_events: int | None = None,
+                    timeout: float | None = None) -> list[Delivery]:
+        """Wait for events and hand them over: at least one, at most the free part of the
+        window (and ``max_events``). Returns ``[]`` on ``timeout`` or once the consumer has
+        completed (a terminal event was delivered). Raises ConsumerClosedError once closed."""
+        if self.closed:
+            raise ConsumerClosedError(self.close_reason or "consumer is closed")
+        if self.completed:
+            return []
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        config = self.runtime.config
+        self._fetching += 1
+        try:
+            while True:
+                self._last_seen = loop.time()
+                room = self.window - len(self.held)
+                if max_events is not None:
+                    room = min(room, max_events)
+                if room <= 0:
+                    self._room.clear()
+                    if not await _wait(self._room.wait(), deadline, loop):
+                        return []
+                    self._raise_if_closed()
+                    continue
+                result = await self._store.claim(
+                    self.subscription, self.group, self.consumer_id, max_count=room,
+                    visibility_timeout=config.visibility_timeout, selector=self._selector)
+                if result.claimed:
+                    deliveries = await self._hand_over(result.claimed)
+                    if deliveries or self.completed:
+                        return deliveries
+                    continue
+                self._raise_if_closed()
+                wait: float | None = None if deadline is None else deadline - loop.time()
+                if result.next_due is not None:
+                    due = max(result.next_due - time.time(), 0.0) + 0.001
+                    wait = due if wait is None else min(wait, due)
+                if wait is not None and wait <= 0:
+                    return []
+                await self._store.wait_for_change(self.subscription, self.group, result.version,
+                                                  wait)
+                self._raise_if_closed()
+        finally:
+            self._fetching -= 1
+            self._last_seen = loop.time()
+
+    def _raise_if_closed(self) -> None:
+        if self.closed:
+            raise ConsumerClosedError(self.close_reason or "consumer is closed")
+
+    async def _hand_over(self, claimed: list[Claimed]) -> list[Delivery]:
+        config = self.runtime.config
+        max_attempts = config.max_delivery_attempts
+        mode = self.runtime.mode
+        deliveries: list[Delivery] = []
+        expired: list[Claimed] = []
+        leftover: list[Claimed] = []
+        terminal = self.terminal_event_types
+        for c in claimed:
+            if self.completed:
+                leftover.append(c)
+                continue
+            if max_attempts and c.attempt > max_attempts:
+                expired.append(c)
+                continue
+            d = Delivery(c.event, c.attempt, self)
+            if terminal and c.event.type in terminal:
+                d.terminal = True
+                self.completed = True
+            deliveries.append(d)
+        # track before any await, so a cancellation cannot lose what was claimed
+        at_most_once = self._semantics is DeliverySemantics.AT_MOST_ONCE
+        if not at_most_once:
+            for d in deliveries:
+                self.held[d.record.id] = d
+                mode.delivered(self.consumer_id, d.record)
+        self.delivered_count += len(deliveries)
+        store, sub, group, me = self._store, self.subscription, self.group, self.consumer_id
+        for c in expired:
+            await store.dead_letter(sub, group, me, c.event.id, attempts=c.attempt - 1,
+                                    reason=c.last_reason or "max delivery attempts exceeded")
+        for c in leftover:  # claimed after the terminal event: give back untouched
+            await store.nack(sub, group, me, c.event.id, delay=0.0, reason=None)
+        if at_most_once and deliveries:
+            for d in deliveries:
+                d.settled = True
+            await store.ack(sub, group, me, [d.record.id for d in deliveries])
+        if mode.receipts and deliveries:
+            await store.record_receipts(sub, me, [d.record.id for d in deliveries], read=False)
+        return deliveries
+
+    # --- settle --------------------------------------------------------------------------------
+
+    async def ack(self, event_ids: Iterable[str]) -> None:
+        """Ack held events. Ids the consumer does not hold raise UnknownDeliveryError (after the
+        others are acked)."""
+        self._last_seen = asyncio.get_running_loop().time()
+        held = self.held
+        known: list[Delivery] = []
+        unknown: list[str] = []
+        for event_id in event_ids:
+            d = held.pop(event_id, None)
+            if d is None:
+                unknown.append(event_id)
+            else:
+                d.settled = True
+                known.append(d)
+        if known:
+            await self._store.ack(self.subscription, self.group, self.consumer_id,
+                                  [d.record.id for d in known])
+            self._settled(known)
+            if self.runtime.mode.receipts:
+                await self._store.record_receipts(self.subscription, self.consumer_id,
+                                                  [d.record.id for d in known], read=True)
+        if unknown:
+            raise UnknownDeliveryError(unknown)
+
+    async def nack(self, event_id: str, *, delay: float | None = None, reason: str | None = None,
+                   error: str | None = None) -> None:
+        """Give a held event back for redelivery after ``delay`` (default: the backoff for its
+        attempt), or dead-letter it when it has used its delivery attempts."""
+        self._last_seen = asyncio.get_running_loop().time()
+        d = self.held.pop(event_id, None)
+        if d is None:
+            raise UnknownDeliveryError([event_id])
+        d.settled = True
+        config = self.runtime.config
+        if config.max_delivery_attempts and d.attempt >= config.max_delivery_attempts:
+            await self._store.dead_letter(self.subscription, self.group, self.consumer_id,
+                                          event_id, attempts=d.attempt,
+                                          reason=reason or "nacked", error=error)
+        else:
+            if delay is None:
+                delay = config.redelivery_delay_for(d.attempt)
+            await self._store.nack(self.subscription, self.group, self.consumer_id, event_id,
+                                   delay=max(delay, 0.0), reason=reason or error)
+        self._settled([d])
+
+    async def mark_read(self, event_ids: Iterable[str]) -> None:
+        await self._store.record_receipts(self.subscription, self.consumer_id, list(event_ids),
+                                          read=True)
+
+    def _settled(self, deliveries: list[Delivery]) -> None:
+        mode = self.runtime.mode
+        wake = False
+        for d in deliveries:
+            wake |= mode.settled(self.consumer_id, d.record)
+        if wake:
+            self._store.notify(self.subscription)
+        self._room.set()
+
+    # --- close ---------------------------------------------------------------------------------
+
+    async def close(self, reason: str = "closed") -> None:
+        """Unregister: held events go back for redelivery now. May be called twice."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._room.set()
+        held = list(self.held.values())
+        self.held.clear()
+        runtime = self.runtime
+        if runtime.consumers.get(self.consumer_id) is self:
+            del runtime.consumers[self.consumer_id]
+        store = self._store
+        try:
+            if held:
+                for d in held:
+                    d.settled = True
+                await store.release(self.subscription, self.group, self.consumer_id)
+            for d in held:
+                runtime.mode.settled(self.consumer_id, d.record)
+            if self.consumer_id not in runtime.consumers:
+                runtime.mode.leave(self.consumer_id)
+            if self.private and (self.correlation_id is not None
+                                 or runtime.stream.type is StreamType.EPHEMERAL):
+                await store.delete_group(self.subscription, self.group)
+        finally:
+            store.notify(self.subscription)
+        log.debug("consumer %s left %s (%s), released %d", self.consumer_id, self.subscription,
+                  reason, len(held))
+
+    def info(self) -> dict[str, Any]:
+        return {"consumer_id": self.consumer_id, "subscription": self.subscription,
+                "group": self.group, "in_flight": len(self.held),
+                "delivered": self.delivered_count, "correlation_id": self.correlation_id,
+                "connected_at": self.connected_at, "metadata": dict(self.metadata)}
+
+
+class SubscriptionEngine:
+    """Consumers of every subscription of a host, over one store."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+        self.subscriptions: dict[str, SubscriptionRuntime] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+
+    def add(self, runtime: SubscriptionRuntime) -> None:
+        self.subscriptions[runtime.name] = runtime
+
+    def runtime(self, subscription: str) -> SubscriptionRuntime:
+        try:
+            return self.subscriptions[subscription]
+        except KeyError:
+            raise UnknownSubscriptionError(subscription, self.subscriptions) from None
+
+    def spawn(self, coro: Awaitable[Any]) -> None:
+        """Run a background task owned by the engine (awaited on close)."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def open_consumer(self, subscription: str, consumer_id: str, *,
+                            correlation_id: str | None = None,
+                            event_types: Iterable[type | str] | None = None,
+                            terminal_event_types: Iterable[type | str] | None = None,
+                            window: int | None = None, metadata: dict[str, str] | None = None,
+                            heartbeat_timeout: float | None = None,
+                            start: int | None = None) -> Consumer:
+        """Register a consumer. A consumer with the same id already connected is replaced (its
+        held events are released). ``correlation_id`` scopes the consumer to one workflow: it
+        gets a cursor of its own over the subscription's stream and completes when a terminal
+        event type (its own, or the subscription's) is delivered."""
+        if self._closing:
+            raise ConsumerClosedError("host is stopping")
+        if not consumer_id:
+            raise ValueError("consumer_id is required")
+        runtime = self.runtime(subscription)
+        config = runtime.config
+        previous = runtime.consumers.get(consumer_id)
+        if previous is not None:
+            await previous.close("replaced by a new connection with the same consumer id")
+        if config.max_consumers is not None and len(runtime.consumers) >= config.max_consumers:
+            raise ConsumerLimitError(subscription, config.max_consumers)
+        terminal = type_names(terminal_event_types)
+        if correlation_id is not None:
+            group, private = f"{consumer_id}@{correlation_id}", True
+            terminal = terminal or list(config.terminal_event_types)
+        elif runtime.mode.shared:
+            group, private = SHARED_GROUP, False
+        else:
+            group, private = consumer_id, True
+        await self.store.ensure_group(subscription, group, start=start)
+        consumer = Consumer(
+            self, runtime, consumer_id, group=group, private=private,
+            correlation_id=correlation_id, event_types=type_names(event_types),
+            terminal_event_types=terminal,
+            window=max(1, window if window is not None else config.window),
+            metadata=dict(metadata or {}), heartbeat_timeout=heartbeat_timeout)
+        runtime.consumers[consumer_id] = consumer
+        if not private:
+            runtime.mode.join(consumer_id)
+        return consumer
+
+    async def close(self) -> None:
+        """Close every consumer (their held events are released) and finish background tasks."""
+        self._closing = True
+        for runtime in self.subscriptions.values():
+            for consumer in list(runtime.consumers.values()):
+                await consumer.close("host stopping")
+        while self._tasks:
+            tasks = list(self._tasks)
+            for t in tasks:
+                t.cancel()
+            with suppress(asyncio.CancelledError):
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _wait(aw: Awaitable[Any], deadline: float | None,
+                loop: asyncio.AbstractEventLoop) -> bool:
+    """Await ``aw`` until ``deadline`` (loop time). True if it finished in time."""
+    if deadline is None:
+        await aw
+        return True
+    try:
+        await asyncio.wait_for(aw, max(deadline - loop.time(), 0.0))
+        return True
+    except (asyncio.TimeoutError, TimeoutError):
+        return False
+
+
+def _abandon(engine: SubscriptionEngine, consumer: Consumer,
+             loop: asyncio.AbstractEventLoop) -> None:
+    # finalizer of an abandoned Subscriber: release its events at once
+    if consumer.closed or loop.is_closed():
+        return
+    with suppress(RuntimeError):
+        loop.call_soon_threadsafe(engine.spawn, consumer.close("abandoned"))
+
+
+class Subscriber:
+    """The in-process consumer API: an async context manager and async iterator of Deliveries.
+
+    With ``auto_ack=True`` (the default) each delivery is acked when the loop asks for the next
+    one, and nacked (with the exception as reason) if the loop body raised inside
+    ``async with``. With ``auto_ack=False`` call ``delivery.ack()`` / ``delivery.nack()``.
+    """
+
+    def __init__(self, engine: SubscriptionEngine, subscription: str, consumer_id: str, *,
+                 auto_ack: bool = True, **options: Any) -> None:
+        self._engine = engine
+        self._subscription = subscription
+        self._consumer_id = consumer_id
+        self._options = options
+        self.auto_ack = auto_ack
+        self.consumer: Consumer | None = None
+        self._buffer: deque[Delivery] = deque()
+        self._last: Delivery | None = None
+
+    async def open(self) -> Consumer:
+        if self.consumer is None:
+            self.consumer = await self._engine.open_consumer(
+                self._subscription, self._consumer_id, **self._options)
+            weakref.finalize(self, _abandon, self._engine, self.consumer,
+                             asyncio.get_running_loop())
+        return self.consumer
+
+    async def __aenter__(self) -> Subscriber:
+        await self.open()
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        last = self._last
+        if self.auto_ack and last is not None and not last.settled and self.consumer \
+                and not self.consumer.closed:
+            if exc is None or isinstance(exc, GeneratorExit):
+                await last.ack()
+            elif isinstance(exc, Exception):
+                await last.nack(reason=f"{type(exc).__name__}: {exc}", error=repr(exc))
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.close("unsubscribed")
+
+    def __aiter__(self) -> Subscriber:
+        return self
+
+    async def __anext__(self) -> Delivery:
+        consumer = await self.open()
+        last = self._last
+        if last is not None and self.auto_ack and not last.settled and not consumer.closed:
+            await last.ack()
+        if not self._buffer:
+            try:
+                batch = await consumer.fetch()
+            except ConsumerClosedError:
+                raise StopAsyncIteration from None
+            if not batch:  # completed at a terminal event
+                await consumer.close("completed")
+                raise StopAsyncIteration
+            self._buffer.extend(batch)
+        self._last = self._buffer.popleft()
+        return self._last
+
+    async def next(self, timeout: float | None = None) -> Delivery | None:
+        """The next delivery, or None after ``timeout`` seconds without one."""
+        try:
+            return await asyncio.wait_for(self.__anext__(), timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            return None

@@ -1,0 +1,5 @@
+"""In-memory event store for svrnty-events."""
+
+from .store import MemoryStore, MemoryStoreOptions
+
+__all__ = ["MemoryStore", "MemoryStoreOptions"]

@@ -1,0 +1,533 @@
+"""The in-memory event store.
+
+Everything lives in this process: fast, nothing to run, lost on exit. Methods do not await
+while they change state, so they are atomic with respect to other tasks of the event loop
+(the store is not thread-safe: use it from one loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+import msgspec
+
+from svrnty_events.config import StreamConfig, StreamType, SubscriptionConfig
+from svrnty_events.errors import ConcurrencyError, UnknownStreamError, UnknownSubscriptionError
+from svrnty_events.events import RecordedEvent, utcnow
+from svrnty_events.store import (
+    Capabilities,
+    Claimed,
+    ClaimResult,
+    DeadLetter,
+    EventStore,
+    Receipt,
+    Selection,
+    Selector,
+    StreamInfo,
+)
+
+_DELIVER, _SKIP, _DROP = Selection.DELIVER, Selection.SKIP, Selection.DROP
+
+
+class MemoryStoreOptions(msgspec.Struct, forbid_unknown_fields=True):
+    #: bound on events kept per stream when the stream sets no retention of its own
+    #: (oldest dropped first, even if undelivered); 0 = unbounded
+    max_events_per_stream: int = 0
+
+
+class _Notifier:
+    """A change counter with waiters: the push half of the store (no polling)."""
+
+    __slots__ = ("version", "_event")
+
+    def __init__(self) -> None:
+        self.version = 0
+        self._event: asyncio.Event | None = None
+
+    def bump(self) -> None:
+        self.version += 1
+        if self._event is not None:
+            self._event.set()
+            self._event = None
+
+    async def wait(self, version: int, timeout: float | None) -> int:
+        if self.version != version:
+            return self.version
+        if self._event is None:
+            self._event = asyncio.Event()
+        event = self._event
+        if timeout is None:
+            await event.wait()
+        else:
+            try:
+                await asyncio.wait_for(event.wait(), timeout)
+            except (asyncio.TimeoutError, TimeoutError):
+                pass
+        return self.version
+
+
+class _Stream:
+    def __init__(self, config: StreamConfig) -> None:
+        self.config = config
+        self.events: list[RecordedEvent] = []
+        self.base = 0  # sequence of events[0]
+        self.ids: dict[str, int] = {}
+        self.versions: dict[str, int] = {}
+        self.notifier = _Notifier()
+        self.subscriptions: list[_Subscription] = []
+
+    @property
+    def next_sequence(self) -> int:
+        return self.base + len(self.events)
+
+    def get(self, sequence: int) -> RecordedEvent | None:
+        i = sequence - self.base
+        if 0 <= i < len(self.events):
+            return self.events[i]
+        return None
+
+    def trim_to(self, sequence: int) -> None:
+        """Drop events below ``sequence``."""
+        k = min(sequence - self.base, len(self.events))
+        if k <= 0:
+            return
+        for e in self.events[:k]:
+            self.ids.pop(e.id, None)
+        del self.events[:k]
+        self.base += k
+
+
+@dataclass
+class _InFlight:
+    sequence: int
+    consumer: str
+    deadline: float
+    attempt: int
+
+
+@dataclass
+class _Group:
+    cursor: int
+    available: list[int] = field(default_factory=list)  # heap of sequences
+    delayed: list[tuple[float, int]] = field(default_factory=list)  # heap of (due, sequence)
+    inflight: dict[str, _InFlight] = field(default_factory=dict)
+    deadlines: list[tuple[float, str]] = field(default_factory=list)  # heap, lazily cleaned
+    attempts: dict[int, int] = field(default_factory=dict)
+    reasons: dict[int, str] = field(default_factory=dict)
+    last_consumer: dict[int, str] = field(default_factory=dict)
+
+    def floor(self) -> int:
+        low = self.cursor
+        if self.available:
+            low = min(low, self.available[0])
+        if self.delayed:
+            low = min(low, min(s for _, s in self.delayed))
+        for f in self.inflight.values():
+            if f.sequence < low:
+                low = f.sequence
+        return low
+
+
+@dataclass
+class _Subscription:
+    config: SubscriptionConfig
+    stream: _Stream
+    groups: dict[str, _Group] = field(default_factory=dict)
+    floor: int = 0
+    dead: dict[str, DeadLetter] = field(default_factory=dict)
+    receipts: dict[tuple[str, str], Receipt] = field(default_factory=dict)
+    processed: set[str] = field(default_factory=set)
+
+
+class MemoryStore(EventStore):
+    """In-memory store: ephemeral streams (dropped once every subscription acked them) and
+    persistent streams kept in memory (full history, read from an offset, replay)."""
+
+    capabilities = Capabilities(durable=False, idempotent_append=True, shared=False)
+
+    def __init__(self, options: MemoryStoreOptions | None = None) -> None:
+        self.options = options or MemoryStoreOptions()
+        self._streams: dict[str, _Stream] = {}
+        self._subs: dict[str, _Subscription] = {}
+        self._acks_since_trim = 0
+
+    # --- streams -----------------------------------------------------------------------------
+
+    def _stream(self, name: str) -> _Stream:
+        try:
+            return self._streams[name]
+        except KeyError:
+            raise UnknownStreamError(name, self._streams) from None
+
+    def _sub(self, name: str) -> _Subscription:
+        try:
+            return self._subs[name]
+        except KeyError:
+            raise UnknownSubscriptionError(name, self._subs) from None
+
+    async def create_stream(self, config: StreamConfig) -> None:
+        stream = self._streams.get(config.name)
+        if stream is None:
+            self._streams[config.name] = _Stream(config)
+        else:
+            stream.config = config
+
+    async def append(self, stream: str, events: Sequence[RecordedEvent], *,
+                     expected_version: int | None = None) -> list[RecordedEvent]:
+        s = self._stream(stream)
+        if expected_version is not None and events:
+            correlation = events[0].correlation_id
+            if any(e.correlation_id != correlation for e in events):
+                raise ValueError("expected_version needs a batch with one correlation id")
+            actual = s.versions.get(correlation, 0)
+            if actual != expected_version:
+                raise ConcurrencyError(stream, correlation, expected_version, actual)
+        out: list[RecordedEvent] = []
+        seq = s.next_sequence
+        batch_ids: dict[str, RecordedEvent] = {}
+        ids, versions, log = s.ids, s.versions, s.events
+        replace = msgspec.structs.replace
+        for e in events:
+            existing = ids.get(e.id)
+            if existing is not None:
+                out.append(s.get(existing) or e)
+                continue
+            if e.id in batch_ids:
+                out.append(batch_ids[e.id])
+                continue
+            r = replace(e, sequence=seq, stream=stream)
+            batch_ids[e.id] = r
+            out.append(r)
+            seq += 1
+        # all checks passed: commit the batch at once
+        for r in batch_ids.values():
+            ids[r.id] = r.sequence
+            versions[r.correlation_id] = versions.get(r.correlation_id, 0) + 1
+            log.append(r)
+        if batch_ids:
+            self._apply_retention(s)
+            s.notifier.bump()
+        return out
+
+    def _apply_retention(self, s: _Stream) -> None:
+        cfg = s.config
+        limit = cfg.retention_max_count or self.options.max_events_per_stream
+        if limit and len(s.events) > limit:
+            s.trim_to(s.next_sequence - limit)
+        if cfg.retention_max_age is not None and s.events:
+            cutoff = utcnow() - timedelta(seconds=cfg.retention_max_age)
+            if s.events[0].timestamp < cutoff:
+                lo, hi = 0, len(s.events)
+                while lo < hi:  # events are in timestamp order
+                    mid = (lo + hi) // 2
+                    if s.events[mid].timestamp < cutoff:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                s.trim_to(s.base + lo)
+        if cfg.type is StreamType.EPHEMERAL and len(s.events) >= 1024:
+            self._trim_acked(s)
+
+    def _trim_acked(self, s: _Stream) -> None:
+        """Ephemeral streams: drop events every subscription has settled."""
+        low = s.next_sequence
+        for sub in s.subscriptions:
+            if sub.groups:
+                sub.floor = min(g.floor() for g in sub.groups.values())
+            low = min(low, sub.floor)
+        if low - s.base >= 512 or low == s.next_sequence:
+            s.trim_to(low)
+
+    async def read(self, stream: str, *, from_sequence: int = 0, limit: int | None = None,
+                   correlation_id: str | None = None, event_types: Sequence[str] | None = None,
+                   since: datetime | None = None) -> list[RecordedEvent]:
+        s = self._stream(stream)
+        start = max(from_sequence - s.base, 0)
+        types = set(event_types) if event_types else None
+        out: list[RecordedEvent] = []
+        for e in s.events[start:]:
+            if correlation_id is not None and e.correlation_id != correlation_id:
+                continue
+            if types is not None and e.type not in types:
+                continue
+            if since is not None and e.timestamp < since:
+                continue
+            out.append(e)
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+    async def correlation_version(self, stream: str, correlation_id: str) -> int:
+        return self._stream(stream).versions.get(correlation_id, 0)
+
+    async def stream_info(self, stream: str) -> StreamInfo:
+        s = self._stream(stream)
+        return StreamInfo(name=stream, type=str(s.config.type), length=len(s.events),
+                          first_sequence=s.base, next_sequence=s.next_sequence,
+                          metadata={"store": "memory"})
+
+    # --- subscriptions -------------------------------------------------------------------------
+
+    async def create_subscription(self, config: SubscriptionConfig) -> None:
+        sub = self._subs.get(config.name)
+        if sub is not None:
+            sub.config = config
+            return
+        stream = self._stream(config.stream)
+        sub = _Subscription(config, stream, floor=stream.base)
+        self._subs[config.name] = sub
+        stream.subscriptions.append(sub)
+
+    async def ensure_group(self, subscription: str, group: str, *,
+                           start: int | None = None) -> None:
+        sub = self._sub(subscription)
+        if group not in sub.groups:
+            base = sub.stream.base
+            begin = max(start, base) if start is not None else max(sub.floor, base)
+            sub.groups[group] = _Group(cursor=begin)
+
+    async def delete_group(self, subscription: str, group: str) -> None:
+        sub = self._sub(subscription)
+        g = sub.groups.pop(group, None)
+        if g is not None and not sub.groups:
+            sub.floor = max(sub.floor, g.floor())
+
+    def _group(self, subscription: str, group: str) -> tuple[_Subscription, _Group]:
+        sub = self._sub(subscription)
+        g = sub.groups.get(group)
+        if g is None:
+            g = sub.groups[group] = _Group(cursor=max(sub.floor, sub.stream.base))
+        return sub, g
+
+    async def claim(self, subscription: str, group: str, consumer_id: str, *, max_count: int,
+                    visibility_timeout: float, selector: Selector | None = None) -> ClaimResult:
+        sub, g = self._group(subscription, group)
+        s = sub.stream
+        now = time.time()
+        self._expire(g, now)
+        claimed: list[Claimed] = []
+        deadline = now + visibility_timeout
+        heappush, heappop = heapq.heappush, heapq.heappop
+        attempts, inflight = g.attempts, g.inflight
+
+        def take(seq: int, e: RecordedEvent) -> None:
+            attempt = attempts.get(seq, 0) + 1
+            attempts[seq] = attempt
+            inflight[e.id] = _InFlight(seq, consumer_id, deadline, attempt)
+            heappush(g.deadlines, (deadline, e.id))
+            g.last_consumer[seq] = consumer_id
+            claimed.append(Claimed(e, attempt, g.reasons.get(seq)))
+
+        # 1. events waiting for redelivery, oldest first
+        if g.available:
+            skipped: list[int] = []
+            while g.available and len(claimed) < max_count:
+                seq = heappop(g.available)
+                e = s.get(seq)
+                if e is None:  # trimmed by retention meanwhile
+                    self._forget(g, seq)
+                    continue
+                verdict = selector(e) if selector is not None else _DELIVER
+                if verdict is _DELIVER:
+                    take(seq, e)
+                elif verdict is _SKIP:
+                    skipped.append(seq)
+                else:
+                    self._forget(g, seq)
+            for seq in skipped:
+                heappush(g.available, seq)
+        # 2. new events past the cursor
+        if g.cursor < s.base:
+            g.cursor = s.base
+        end = s.next_sequence
+        if selector is None:
+            while g.cursor < end and len(claimed) < max_count:
+                seq = g.cursor
+                g.cursor += 1
+                take(seq, s.events[seq - s.base])
+        else:
+            while g.cursor < end and len(claimed) < max_count:
+                seq = g.cursor
+                g.cursor += 1
+                e = s.events[seq - s.base]
+                verdict = selector(e)
+                if verdict is _DELIVER:
+                    take(seq, e)
+                elif verdict is _SKIP:
+                    heappush(g.available, seq)
+        return ClaimResult(claimed, s.notifier.version, self._next_due(g))
+
+    def _expire(self, g: _Group, now: float) -> None:
+        while g.delayed and g.delayed[0][0] <= now:
+            _, seq = heapq.heappop(g.delayed)
+            heapq.heappush(g.available, seq)
+        deadlines = g.deadlines
+        while deadlines and deadlines[0][0] <= now:
+            due, event_id = heapq.heappop(deadlines)
+            f = g.inflight.get(event_id)
+            if f is not None and f.deadline == due:
+                del g.inflight[event_id]
+                g.reasons.setdefault(f.sequence, "visibility timeout expired")
+                heapq.heappush(g.available, f.sequence)
+
+    def _next_due(self, g: _Group) -> float | None:
+        due: float | None = None
+        if g.delayed:
+            due = g.delayed[0][0]
+        deadlines = g.deadlines
+        while deadlines:
+            d, event_id = deadlines[0]
+            f = g.inflight.get(event_id)
+            if f is None or f.deadline != d:
+                heapq.heappop(deadlines)  # stale
+                continue
+            due = d if due is None else min(due, d)
+            break
+        return due
+
+    @staticmethod
+    def _forget(g: _Group, seq: int) -> None:
+        g.attempts.pop(seq, None)
+        g.reasons.pop(seq, None)
+        g.last_consumer.pop(seq, None)
+
+    async def ack(self, subscription: str, group: str, consumer_id: str,
+                  event_ids: Sequence[str]) -> list[str]:
+        sub, g = self._group(subscription, group)
+        missing: list[str] = []
+        inflight = g.inflight
+        for event_id in event_ids:
+            f = inflight.get(event_id)
+            if f is None or f.consumer != consumer_id:
+                missing.append(event_id)
+                continue
+            del inflight[event_id]
+            self._forget(g, f.sequence)
+        self._acks_since_trim += len(event_ids)
+        if self._acks_since_trim >= 4096:
+            self._acks_since_trim = 0
+            s = sub.stream
+            if s.config.type is StreamType.EPHEMERAL:
+                self._trim_acked(s)
+        if len(g.deadlines) > 4 * len(inflight) + 1024:  # drop settled deadline entries
+            g.deadlines = [(d, i) for d, i in g.deadlines if i in inflight]
+            heapq.heapify(g.deadlines)
+        return missing
+
+    async def nack(self, subscription: str, group: str, consumer_id: str, event_id: str, *,
+                   delay: float, reason: str | None = None) -> bool:
+        sub, g = self._group(subscription, group)
+        f = g.inflight.get(event_id)
+        if f is None or f.consumer != consumer_id:
+            return False
+        del g.inflight[event_id]
+        if reason:
+            g.reasons[f.sequence] = reason
+        if delay > 0:
+            heapq.heappush(g.delayed, (time.time() + delay, f.sequence))
+        else:
+            heapq.heappush(g.available, f.sequence)
+        sub.stream.notifier.bump()
+        return True
+
+    async def release(self, subscription: str, group: str, consumer_id: str) -> int:
+        sub = self._sub(subscription)
+        g = sub.groups.get(group)
+        if g is None:
+            return 0
+        mine = [i for i, f in g.inflight.items() if f.consumer == consumer_id]
+        for event_id in mine:
+            f = g.inflight.pop(event_id)
+            heapq.heappush(g.available, f.sequence)
+        if mine:
+            sub.stream.notifier.bump()
+        return len(mine)
+
+    async def wait_for_change(self, subscription: str, group: str, version: int,
+                              timeout: float | None) -> int:
+        return await self._sub(subscription).stream.notifier.wait(version, timeout)
+
+    def notify(self, subscription: str) -> None:
+        self._sub(subscription).stream.notifier.bump()
+
+    # --- dead letters ------------------------------------------------------------------------
+
+    async def dead_letter(self, subscription: str, group: str, consumer_id: str, event_id: str, *,
+                          reason: str, attempts: int, error: str | None = None) -> bool:
+        sub, g = self._group(subscription, group)
+        f = g.inflight.pop(event_id, None)
+        if f is None:
+            return False
+        e = sub.stream.get(f.sequence)
+        self._forget(g, f.sequence)
+        if e is None:
+            return False
+        sub.dead[event_id] = DeadLetter(
+            event=e, subscription=subscription, group=group, consumer_id=consumer_id,
+            reason=reason, attempts=attempts, dead_lettered_at=utcnow(), error=error)
+        return True
+
+    async def list_dead_letters(self, subscription: str, *,
+                                limit: int | None = None) -> list[DeadLetter]:
+        letters = list(self._sub(subscription).dead.values())
+        return letters[:limit] if limit is not None else letters
+
+    def _pick(self, sub: _Subscription, event_ids: Sequence[str] | None) -> list[DeadLetter]:
+        if event_ids is None:
+            return list(sub.dead.values())
+        return [sub.dead[i] for i in event_ids if i in sub.dead]
+
+    async def replay_dead_letters(self, subscription: str,
+                                  event_ids: Sequence[str] | None = None) -> int:
+        sub = self._sub(subscription)
+        letters = self._pick(sub, event_ids)
+        for d in letters:
+            del sub.dead[d.event.id]
+            _, g = self._group(subscription, d.group)
+            if sub.stream.get(d.event.sequence) is not None:
+                heapq.heappush(g.available, d.event.sequence)
+        if letters:
+            sub.stream.notifier.bump()
+        return len(letters)
+
+    async def purge_dead_letters(self, subscription: str,
+                                 event_ids: Sequence[str] | None = None) -> int:
+        sub = self._sub(subscription)
+        letters = self._pick(sub, event_ids)
+        for d in letters:
+            del sub.dead[d.event.id]
+        return len(letters)
+
+    # --- receipts, idempotency ------------------------------------------------------------
+
+    async def record_receipts(self, subscription: str, consumer_id: str,
+                              event_ids: Sequence[str], *, read: bool) -> None:
+        receipts = self._sub(subscription).receipts
+        now = datetime.now(timezone.utc)
+        for event_id in event_ids:
+            key = (consumer_id, event_id)
+            r = receipts.get(key)
+            if r is None:
+                r = receipts[key] = Receipt(subscription, consumer_id, event_id, delivered_at=now)
+            if read and r.read_at is None:
+                r.read_at = now
+
+    async def list_receipts(self, subscription: str, *, event_id: str | None = None,
+                            consumer_id: str | None = None) -> list[Receipt]:
+        return [r for (c, e), r in self._sub(subscription).receipts.items()
+                if (event_id is None or e == event_id) and (consumer_id is None or c == consumer_id)]
+
+    async def mark_processed(self, subscription: str, key: str) -> bool:
+        processed = self._sub(subscription).processed
+        if key in processed:
+            return False
+        processed.add(key)
+        return True
+
+    async def is_processed(self, subscription: str, key: str) -> bool:
+        return key in self._sub(subscription).processed
