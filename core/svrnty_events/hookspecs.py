@@ -28,6 +28,16 @@ class Register(Protocol):
 
 
 @hookspec
+def add_hookspecs(pm: pluggy.PluginManager) -> None:
+    """Add a plugin's own hookspecs (pytest's ``pytest_addhooks``).
+
+    Called once every plugin is registered and before hook implementations are checked, so a
+    plugin can define hooks for other plugins to implement: the gRPC provider defines
+    ``register_grpc_services`` this way. Call ``pm.add_hookspecs(module_or_class)``.
+    """
+
+
+@hookspec
 def register_event_stores(register: Register) -> None:
     """Register event store plugins.
 

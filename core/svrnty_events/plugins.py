@@ -95,6 +95,7 @@ def get_plugin_manager(load_entrypoints: bool = True,
             _register(pm, importlib.import_module(module_name), module_name)
     for plugin in plugins:
         _register(pm, plugin, None)
+    pm.hook.add_hookspecs(pm=pm)
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
