@@ -99,6 +99,10 @@ class EventStreaming:
         self.config.streams.append(config)
         return config
 
+    def bind_workflow(self, workflow: type[Workflow], stream: str) -> None:
+        """Send a workflow's events to a stream declared elsewhere (e.g. in the TOML file)."""
+        self.workflows[workflow] = stream
+
     def add_subscription(self, stream: type[Workflow] | str, name: str, *,
                          mode: str = "broadcast",
                          event_types: Sequence[type | str] = (),
@@ -199,8 +203,9 @@ class EventStreamingHost:
                                       "so it cannot give exactly_once", source=src)
             self.streams[stream.name] = stream
         for workflow, stream_name in self.streaming.workflows.items():
-            if stream_name not in self.streams:  # pragma: no cover - add_stream keeps these
-                raise ConfigError("streams", f"workflow {workflow.__name__} has no stream")
+            if stream_name not in self.streams:
+                raise ConfigError("streams", f"workflow {workflow.__name__} is bound to stream "
+                                  f'"{stream_name}", which is not configured', source=src)
         for handler in self.handlers.commands.values():
             assert handler.workflow is not None
             if handler.workflow not in self.streaming.workflows:

@@ -1,0 +1,18 @@
+"""Test kit for svrnty-events plugins, shipped as a pytest plugin (entry point ``pytest11``).
+
+A store plugin runs the whole store conformance suite by subclassing it and providing one
+fixture naming the store and its options::
+
+    import pytest
+    from svrnty_events.testing import StoreConformance
+
+    class TestMyStore(StoreConformance):
+        @pytest.fixture
+        def event_store_config(self, tmp_path):
+            return "mystore", {"path": str(tmp_path / "events.db")}
+"""
+
+from .conformance import StoreConformance
+from .helpers import collect, within
+
+__all__ = ["StoreConformance", "collect", "within"]

@@ -1,0 +1,642 @@
+"""The store conformance suite: every store primitive and every delivery semantic, run against
+any store plugin through the plugin registry. Subclass :class:`StoreConformance` and override
+the ``event_store_config`` fixture (see the package docstring)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import random
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from ..config import DeliverySemantics, StreamType
+from ..errors import ConcurrencyError, UnknownDeliveryError
+from ..events import Event, RecordedEvent, record, utcnow
+from ..host import EventStreaming, EventStreamingHost
+from ..hookspecs import hookimpl
+from ..modes import Mode
+from ..store import Selection
+from ..subscriptions import Delivery
+from .helpers import collect, within
+
+
+class ConformanceTick(Event):
+    n: int
+
+
+class ConformanceOther(Event):
+    n: int
+
+
+class ConformanceDone(Event):
+    n: int
+
+
+def ticks(stream: str, count: int, *, correlation_id: str = "wf-1", start: int = 0,
+          type: type = ConformanceTick) -> list[RecordedEvent]:
+    return [record(type(n=i), stream=stream, correlation_id=correlation_id)
+            for i in range(start, start + count)]
+
+
+class LastConsumerMode(Mode):
+    """A third-party mode for the suite: every event goes to the consumer that joined last."""
+
+    shared = True
+
+    def __init__(self, subscription: Any, options: Any = None) -> None:
+        super().__init__(subscription, options)
+        self.members: list[str] = []
+
+    def join(self, consumer_id: str) -> None:
+        self.members.append(consumer_id)
+
+    def leave(self, consumer_id: str) -> None:
+        self.members.remove(consumer_id)
+
+    def accepts(self, consumer_id: str, event: RecordedEvent) -> bool:
+        return bool(self.members) and self.members[-1] == consumer_id
+
+
+class LastConsumerPlugin:
+    @hookimpl
+    def register_subscription_modes(self, register: Callable[..., None]) -> None:
+        register("last_consumer", LastConsumerMode)
+
+
+@pytest.mark.asyncio
+class StoreConformance:
+    """Run against the store named by the ``event_store_config`` fixture."""
+
+    @pytest.fixture
+    def make(self, event_store_config: tuple[str, dict]) -> Callable[..., EventStreaming]:
+        name, options = event_store_config
+
+        def make(*, stream_type: StreamType = StreamType.PERSISTENT,
+                 semantics: DeliverySemantics = DeliverySemantics.AT_LEAST_ONCE,
+                 subscriptions: dict[str, dict[str, Any]] | None = None,
+                 plugins: tuple = (), **stream_options: Any) -> EventStreaming:
+            streaming = EventStreaming(store=name, store_options=dict(options), plugins=plugins)
+            streaming.add_stream("s", type=stream_type, delivery_semantics=semantics,
+                                 **stream_options)
+            for sub, opts in (subscriptions or {"sub": {}}).items():
+                streaming.add_subscription("s", sub, **opts)
+            return streaming
+
+        return make
+
+    # --- store primitives ---------------------------------------------------------------------
+
+    async def test_append_assigns_sequences_and_read_replays(self, make):
+        async with make().run() as host:
+            out = await host.publish("s", ticks("s", 5), external=False)
+            assert [e.sequence for e in out] == [0, 1, 2, 3, 4]
+            more = await host.publish("s", ticks("s", 2, correlation_id="wf-2", start=5,
+                                                 type=ConformanceOther), external=False)
+            assert [e.sequence for e in more] == [5, 6]
+            events = await host.read("s", from_sequence=3)
+            assert [e.sequence for e in events] == [3, 4, 5, 6]
+            assert [e.decode().n for e in events] == [3, 4, 5, 6]
+            assert len(await host.read("s", from_sequence=0, limit=2)) == 2
+            assert [e.sequence for e in await host.read("s", correlation_id="wf-2")] == [5, 6]
+            assert [e.sequence for e in await host.read("s", event_types=["ConformanceOther"])
+                    ] == [5, 6]
+            assert await host.read("s", since=utcnow() + timedelta(seconds=60)) == []
+            info = await host.stream_info("s")
+            assert (info.length, info.first_sequence, info.next_sequence) == (7, 0, 7)
+
+    async def test_append_is_idempotent_by_event_id(self, make):
+        async with make().run() as host:
+            batch = ticks("s", 3)
+            first = await host.publish("s", batch, external=False)
+            again = await host.publish("s", [batch[1], *ticks("s", 1, start=9)], external=False)
+            assert again[0].sequence == first[1].sequence
+            assert again[1].sequence == 3
+            assert (await host.stream_info("s")).length == 4
+
+    async def test_append_checks_expected_version(self, make):
+        async with make().run() as host:
+            store = host.store
+            await store.append("s", ticks("s", 2, correlation_id="wf"), expected_version=0)
+            assert await store.correlation_version("s", "wf") == 2
+            with pytest.raises(ConcurrencyError) as err:
+                await store.append("s", ticks("s", 1, correlation_id="wf"), expected_version=1)
+            assert (err.value.expected, err.value.actual) == (1, 2)
+            assert (await host.stream_info("s")).length == 2  # nothing appended
+
+    async def test_claim_ack_and_unknown_ack(self, make):
+        async with make().run() as host:
+            store = host.store
+            await store.ensure_group("sub", "g")
+            await host.publish("s", ticks("s", 3), external=False)
+            result = await store.claim("sub", "g", "c1", max_count=2, visibility_timeout=30)
+            assert [c.event.sequence for c in result.claimed] == [0, 1]
+            assert [c.attempt for c in result.claimed] == [1, 1]
+            missing = await store.ack("sub", "g", "c1", [result.claimed[0].event.id, "nope"])
+            assert missing == ["nope"]
+            # another consumer cannot ack what c1 holds
+            assert await store.ack("sub", "g", "c2", [result.claimed[1].event.id]) == [
+                result.claimed[1].event.id]
+            rest = await store.claim("sub", "g", "c2", max_count=10, visibility_timeout=30)
+            assert [c.event.sequence for c in rest.claimed] == [2]
+
+    async def test_nack_delay_and_visibility_timeout_redeliver(self, make):
+        async with make().run() as host:
+            store = host.store
+            await store.ensure_group("sub", "g")
+            await host.publish("s", ticks("s", 2), external=False)
+            got = (await store.claim("sub", "g", "c", max_count=2,
+                                     visibility_timeout=0.3)).claimed
+            assert await store.nack("sub", "g", "c", got[0].event.id, delay=0.2, reason="later")
+            now = await store.claim("sub", "g", "c", max_count=5, visibility_timeout=30)
+            assert now.claimed == [] and now.next_due is not None
+            await asyncio.sleep(max(now.next_due - time.time(), 0) + 0.05)
+            again = await store.claim("sub", "g", "c", max_count=5, visibility_timeout=30)
+            assert [(c.event.sequence, c.attempt, c.last_reason) for c in again.claimed] == [
+                (0, 2, "later")]
+            await asyncio.sleep(0.35)  # got[1] was claimed with a 0.3 s visibility timeout
+            expired = await store.claim("sub", "g", "c2", max_count=5, visibility_timeout=30)
+            assert [(c.event.sequence, c.attempt) for c in expired.claimed] == [(1, 2)]
+
+    async def test_release_returns_held_events_at_once(self, make):
+        async with make().run() as host:
+            store = host.store
+            await store.ensure_group("sub", "g")
+            await host.publish("s", ticks("s", 3), external=False)
+            await store.claim("sub", "g", "c1", max_count=3, visibility_timeout=60)
+            assert await store.release("sub", "g", "c1") == 3
+            got = await store.claim("sub", "g", "c2", max_count=3, visibility_timeout=60)
+            assert [(c.event.sequence, c.attempt) for c in got.claimed] == [(0, 2), (1, 2),
+                                                                             (2, 2)]
+
+    async def test_selector_skip_leaves_and_drop_settles(self, make):
+        async with make().run() as host:
+            store = host.store
+            await store.ensure_group("sub", "g")
+            await host.publish("s", ticks("s", 6), external=False)
+
+            def odd_only(e: RecordedEvent) -> Selection:
+                n = e.decode().n
+                if n == 0:
+                    return Selection.DROP
+                return Selection.DELIVER if n % 2 else Selection.SKIP
+
+            got = await store.claim("sub", "g", "a", max_count=10, visibility_timeout=60,
+                                    selector=odd_only)
+            assert [c.event.decode().n for c in got.claimed] == [1, 3, 5]
+            rest = await store.claim("sub", "g", "b", max_count=10, visibility_timeout=60)
+            assert [c.event.decode().n for c in rest.claimed] == [2, 4]  # 0 was dropped
+
+    async def test_dead_letters_list_replay_purge(self, make):
+        async with make().run() as host:
+            store = host.store
+            await store.ensure_group("sub", "g")
+            await host.publish("s", ticks("s", 2), external=False)
+            got = (await store.claim("sub", "g", "c", max_count=2, visibility_timeout=60)).claimed
+            for c in got:
+                assert await store.dead_letter("sub", "g", "c", c.event.id, reason="poison",
+                                               attempts=3, error="ValueError: bad")
+            letters = await host.dead_letters("sub")
+            assert [(d.event.sequence, d.reason, d.attempts, d.error) for d in letters] == [
+                (0, "poison", 3, "ValueError: bad"), (1, "poison", 3, "ValueError: bad")]
+            assert await host.replay_dead_letters("sub", [got[0].event.id]) == 1
+            again = (await store.claim("sub", "g", "c", max_count=5, visibility_timeout=60)
+                     ).claimed
+            assert [(c.event.sequence, c.attempt) for c in again] == [(0, 1)]
+            assert await host.purge_dead_letters("sub") == 1
+            assert await host.dead_letters("sub") == []
+
+    async def test_receipts_and_processed_marks(self, make):
+        async with make().run() as host:
+            store = host.store
+            await store.record_receipts("sub", "c1", ["e1", "e2"], read=False)
+            await store.record_receipts("sub", "c1", ["e1"], read=True)
+            receipts = {r.event_id: r for r in await host.receipts("sub", consumer_id="c1")}
+            assert set(receipts) == {"e1", "e2"}
+            assert receipts["e1"].read_at is not None and receipts["e2"].read_at is None
+            assert [r.consumer_id for r in await host.receipts("sub", event_id="e2")] == ["c1"]
+            assert await store.mark_processed("sub", "e1") is True
+            assert await store.mark_processed("sub", "e1") is False
+            assert await store.is_processed("sub", "e1") and not await store.is_processed(
+                "sub", "e2")
+
+    async def test_wait_for_change_is_woken_by_append(self, make):
+        async with make().run() as host:
+            store = host.store
+            await store.ensure_group("sub", "g")
+            result = await store.claim("sub", "g", "c", max_count=1, visibility_timeout=60)
+            assert result.claimed == []
+            waiter = asyncio.ensure_future(
+                store.wait_for_change("sub", "g", result.version, 30.0))
+            await asyncio.sleep(0.05)
+            assert not waiter.done()
+            started = time.monotonic()
+            await host.publish("s", ticks("s", 1), external=False)
+            await within(waiter, 5)
+            assert time.monotonic() - started < 5  # woken, not timed out
+            # a stale version returns at once
+            await within(store.wait_for_change("sub", "g", result.version, 30.0), 1)
+
+    async def test_new_group_starts_at_oldest_retained_or_given_start(self, make):
+        async with make().run() as host:
+            store = host.store
+            await host.publish("s", ticks("s", 4), external=False)
+            await store.ensure_group("sub", "from-start")
+            await store.ensure_group("sub", "from-2", start=2)
+            a = await store.claim("sub", "from-start", "c", max_count=10, visibility_timeout=9)
+            b = await store.claim("sub", "from-2", "c", max_count=10, visibility_timeout=9)
+            assert [c.event.sequence for c in a.claimed] == [0, 1, 2, 3]
+            assert [c.event.sequence for c in b.claimed] == [2, 3]
+
+    async def test_retention_by_count(self, make):
+        async with make(retention_max_count=10).run() as host:
+            await host.publish("s", ticks("s", 25), external=False)
+            info = await host.stream_info("s")
+            assert info.length == 10 and info.first_sequence == 15
+            assert [e.sequence for e in await host.read("s")][0] == 15
+
+    async def test_ephemeral_stream_drops_what_every_subscription_acked(self, make):
+        streaming = make(stream_type=StreamType.EPHEMERAL,
+                         subscriptions={"a": {"mode": "exclusive"}, "b": {"mode": "exclusive"}})
+        async with streaming.run() as host:
+            await host.publish("s", ticks("s", 3000), external=False)
+            a = await host.open_consumer("a", "ca")
+            await collect(a, 3000)
+            assert (await host.stream_info("s")).length == 3000  # b has not acked yet
+            b = await host.open_consumer("b", "cb")
+            await collect(b, 3000)
+            await host.publish("s", ticks("s", 1100, start=3000), external=False)
+            assert (await host.stream_info("s")).first_sequence >= 3000
+
+    # --- modes --------------------------------------------------------------------------------
+
+    async def test_broadcast_every_consumer_gets_every_event(self, make):
+        async with make(subscriptions={"sub": {"mode": "broadcast"}}).run() as host:
+            consumers = [await host.open_consumer("sub", f"c{i}") for i in range(3)]
+            await host.publish("s", ticks("s", 50), external=False)
+            for c in consumers:
+                got = await collect(c, 50)
+                assert [d.event.n for d in got] == list(range(50))
+
+    async def test_exclusive_four_consumers_ten_thousand_events_once_each(self, make):
+        streaming = make(subscriptions={"sub": {"mode": "exclusive", "window": 50}})
+        async with streaming.run() as host:
+            consumers = [await host.open_consumer("sub", f"c{i}") for i in range(4)]
+            acked: Counter[int] = Counter()
+            per_consumer: Counter[str] = Counter()
+            total = 10_000
+            done = asyncio.Event()
+
+            async def run(consumer):
+                while not done.is_set():
+                    batch = await consumer.fetch(timeout=0.2)
+                    for d in batch:
+                        acked[d.event.n] += 1
+                        per_consumer[consumer.consumer_id] += 1
+                    if batch:
+                        await consumer.ack([d.id for d in batch])
+                        await asyncio.sleep(0)
+                    if sum(acked.values()) >= total:
+                        done.set()
+
+            tasks = [asyncio.ensure_future(run(c)) for c in consumers]
+            for i in range(0, total, 500):
+                await host.publish("s", ticks("s", 500, start=i, correlation_id=f"wf-{i}"),
+                                   external=False)
+                await asyncio.sleep(0)
+            await within(done.wait(), 30)
+            await within(asyncio.gather(*tasks), 5)
+            assert sorted(acked) == list(range(total))
+            assert set(acked.values()) == {1}
+            assert len(per_consumer) == 4  # the work was shared
+
+    async def test_consumer_group_keeps_workflow_order_across_rebalance(self, make):
+        streaming = make(subscriptions={"sub": {"mode": "consumer_group", "window": 5,
+                                                "options": {"partitions": 16}}})
+        async with streaming.run() as host:
+            workflows = [f"wf-{i}" for i in range(20)]
+            per_workflow = 30
+            seen: dict[str, list[int]] = defaultdict(list)
+            owner: dict[str, set[str]] = defaultdict(set)
+            consumers = {f"c{i}": await host.open_consumer("sub", f"c{i}") for i in range(3)}
+            total = len(workflows) * per_workflow
+            acked = 0
+            for n in range(per_workflow):
+                batch = [record(ConformanceTick(n=n), stream="s", correlation_id=wf)
+                         for wf in workflows]
+                await host.publish("s", batch, external=False)
+            left = False
+            deadline = time.monotonic() + 30
+            while acked < total and time.monotonic() < deadline:
+                for cid, consumer in list(consumers.items()):
+                    batch = await consumer.fetch(timeout=0.01)
+                    for d in batch:
+                        seen[d.correlation_id].append(d.event.n)
+                        owner[d.correlation_id].add(cid)
+                    if not batch:
+                        continue
+                    if not left and acked > total // 3 and cid == "c0":
+                        # c0 leaves mid-stream holding un-acked events
+                        await consumer.close("left")
+                        del consumers[cid]
+                        left = True
+                        for d in batch:  # its deliveries were never acked
+                            seen[d.correlation_id].remove(d.event.n)
+                        continue
+                    await consumer.ack([d.id for d in batch])
+                    acked += len(batch)
+            assert left and acked == total
+            for wf in workflows:
+                assert seen[wf] == list(range(per_workflow)), wf
+            assert any(len(o) > 1 for o in owner.values())  # some partition moved
+
+    async def test_read_receipt_records_delivered_and_read(self, make):
+        async with make(subscriptions={"sub": {"mode": "read_receipt"}}).run() as host:
+            c1 = await host.open_consumer("sub", "c1")
+            c2 = await host.open_consumer("sub", "c2")
+            [event] = await host.publish("s", ticks("s", 1), external=False)
+            [d1] = await collect(c1, 1, ack=False)
+            await collect(c2, 1, ack=True)
+            receipts = {r.consumer_id: r for r in await host.receipts("sub", event_id=event.id)}
+            assert set(receipts) == {"c1", "c2"}
+            assert receipts["c1"].read_at is None and receipts["c2"].read_at is not None
+            await d1.mark_read()
+            [r] = await host.receipts("sub", event_id=event.id, consumer_id="c1")
+            assert r.read_at is not None
+
+    async def test_third_party_mode_through_the_plugin_manager(self, make):
+        streaming = make(subscriptions={"sub": {"mode": "last_consumer"}},
+                         plugins=(LastConsumerPlugin(),))
+        async with streaming.run() as host:
+            first = await host.open_consumer("sub", "first")
+            last = await host.open_consumer("sub", "last")
+            await host.publish("s", ticks("s", 5), external=False)
+            got = await collect(last, 5)
+            assert [d.event.n for d in got] == [0, 1, 2, 3, 4]
+            assert await first.fetch(timeout=0.1) == []
+
+    # --- delivery semantics -----------------------------------------------------------------------
+
+    async def test_at_most_once_never_redelivers(self, make):
+        streaming = make(semantics=DeliverySemantics.AT_MOST_ONCE,
+                         subscriptions={"sub": {"mode": "exclusive", "visibility_timeout": 0.1}})
+        async with streaming.run() as host:
+            c = await host.open_consumer("sub", "c")
+            await host.publish("s", ticks("s", 3), external=False)
+            got = await collect(c, 3, ack=False)
+            assert [d.attempt for d in got] == [1, 1, 1]
+            with pytest.raises(UnknownDeliveryError):
+                await c.ack([got[0].id])  # nothing to ack: done when handed over
+            await asyncio.sleep(0.2)
+            await c.close()
+            other = await host.open_consumer("sub", "other")
+            assert await other.fetch(timeout=0.3) == []
+
+    async def test_visibility_timeout_redelivers_with_attempt(self, make):
+        streaming = make(subscriptions={"sub": {"mode": "exclusive",
+                                                "visibility_timeout": 0.2}})
+        async with streaming.run() as host:
+            c = await host.open_consumer("sub", "c")
+            await host.publish("s", ticks("s", 1), external=False)
+            [first] = await collect(c, 1, ack=False)
+            started = time.monotonic()
+            [again] = await collect(c, 1, timeout=5)
+            assert again.id == first.id and (first.attempt, again.attempt) == (1, 2)
+            assert time.monotonic() - started >= 0.15
+
+    async def test_nack_redelivers_after_delay_with_backoff(self, make):
+        streaming = make(subscriptions={"sub": {
+            "mode": "exclusive", "redelivery_delay": 0.05, "backoff": "exponential",
+            "backoff_multiplier": 2.0, "max_delivery_attempts": 0}})
+        async with streaming.run() as host:
+            c = await host.open_consumer("sub", "c")
+            await host.publish("s", ticks("s", 1), external=False)
+            times = []
+            attempts = []
+            for _ in range(4):
+                [d] = await collect(c, 1, ack=False)
+                times.append(time.monotonic())
+                attempts.append(d.attempt)
+                await c.nack(d.id, reason="not yet")
+            gaps = [b - a for a, b in zip(times, times[1:])]
+            assert attempts == [1, 2, 3, 4]
+            # 0.05, 0.1, 0.2: each gap at least its backoff step (no redelivery storm)
+            for gap, step in zip(gaps, (0.05, 0.1, 0.2)):
+                assert gap >= step * 0.9, gaps
+            [d] = await collect(c, 1, ack=False)
+            await c.nack(d.id, delay=0.0, reason="explicit")
+            [d2] = await collect(c, 1, timeout=2)
+            assert d2.attempt == 6
+
+    async def test_max_attempts_dead_letters_with_reason_and_replay(self, make):
+        streaming = make(subscriptions={"sub": {"mode": "exclusive", "max_delivery_attempts": 3,
+                                                "redelivery_delay": 0.01}})
+        async with streaming.run() as host:
+            c = await host.open_consumer("sub", "c")
+            [event] = await host.publish("s", ticks("s", 1), external=False)
+            for attempt in (1, 2, 3):
+                [d] = await collect(c, 1, ack=False)
+                assert d.attempt == attempt
+                await d.nack(reason="handler failed", error=f"ValueError: try {attempt}")
+            assert await c.fetch(timeout=0.2) == []
+            [letter] = await host.dead_letters("sub")
+            assert letter.event.id == event.id and letter.attempts == 3
+            assert letter.reason == "handler failed" and letter.error == "ValueError: try 3"
+            assert await host.replay_dead_letters("sub") == 1
+            [d] = await collect(c, 1)
+            assert d.id == event.id and d.attempt == 1
+            assert await host.dead_letters("sub") == []
+
+    async def test_visibility_timeouts_dead_letter_after_max_attempts(self, make):
+        streaming = make(subscriptions={"sub": {"mode": "exclusive", "max_delivery_attempts": 2,
+                                                "visibility_timeout": 0.1}})
+        async with streaming.run() as host:
+            c = await host.open_consumer("sub", "c")
+            await host.publish("s", ticks("s", 1), external=False)
+            await collect(c, 1, ack=False)
+            await collect(c, 1, ack=False)  # redelivered after the timeout
+            assert await c.fetch(timeout=0.4) == []
+            [letter] = await host.dead_letters("sub")
+            assert letter.attempts == 2 and "visibility timeout" in letter.reason
+
+    async def test_heartbeat_loss_releases_at_once(self, make):
+        streaming = make(subscriptions={"sub": {"mode": "exclusive", "visibility_timeout": 60}})
+        async with streaming.run() as host:
+            silent = await host.open_consumer("sub", "silent", heartbeat_timeout=0.2)
+            await host.publish("s", ticks("s", 3), external=False)
+            await collect(silent, 3, ack=False)
+            other = await host.open_consumer("sub", "other")
+            started = time.monotonic()
+            got = await collect(other, 3, timeout=5)
+            assert time.monotonic() - started < 5  # long before the 60 s visibility timeout
+            assert [d.attempt for d in got] == [2, 2, 2]
+            assert silent.closed and silent.close_reason == "heartbeat expired"
+
+    async def test_cancelled_and_abandoned_iterators_release_at_once(self, make):
+        streaming = make(subscriptions={"sub": {"mode": "exclusive", "visibility_timeout": 60}})
+        async with streaming.run() as host:
+            await host.publish("s", ticks("s", 2), external=False)
+            got_one = asyncio.Event()
+
+            async def consume_and_hang():
+                async for d in host.subscribe("sub", "hangs", window=1):
+                    got_one.set()
+                    await asyncio.sleep(3600)
+
+            task = asyncio.ensure_future(consume_and_hang())
+            await within(got_one.wait())
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            # abandoned without close: garbage collected -> released
+            sub = host.subscribe("sub", "abandons", window=1, auto_ack=False)
+            d = await within(sub.__anext__())
+            assert (d.event.n, d.attempt) == (0, 2)  # released by the cancelled consumer
+            del sub, d
+            gc.collect()
+            async with host.subscribe("sub", "next", auto_ack=False) as deliveries:
+                seen = [await within(deliveries.__anext__()) for _ in range(2)]
+            # released again by the abandoned one, long before the 60 s visibility timeout
+            assert sorted((x.event.n, x.attempt) for x in seen) == [(0, 3), (1, 1)]
+
+    async def test_auto_ack_on_next_and_nack_when_body_raises(self, make):
+        streaming = make(subscriptions={"sub": {"mode": "exclusive", "redelivery_delay": 0.0,
+                                                "max_delivery_attempts": 0}})
+        async with streaming.run() as host:
+            await host.publish("s", ticks("s", 3), external=False)
+            with pytest.raises(RuntimeError):
+                async with host.subscribe("sub", "c") as deliveries:
+                    async for d in deliveries:
+                        if d.event.n == 1:
+                            raise RuntimeError("boom")
+            async with host.subscribe("sub", "c2") as deliveries:
+                d = await within(deliveries.__anext__())
+            assert (d.event.n, d.attempt) == (1, 2)  # 0 was auto-acked, 1 was nacked
+            async with host.subscribe("sub", "c3") as deliveries:
+                d = await within(deliveries.__anext__())
+            assert d.event.n == 2  # leaving the block acked 1
+
+    async def test_event_type_filters(self, make):
+        streaming = make(subscriptions={
+            "only-ticks": {"mode": "exclusive", "event_types": ["ConformanceTick"]},
+            "all": {"mode": "broadcast"}})
+        async with streaming.run() as host:
+            await host.publish("s", [*ticks("s", 2), *ticks("s", 2, type=ConformanceOther)],
+                               external=False)
+            c = await host.open_consumer("only-ticks", "c")
+            assert {d.type for d in await collect(c, 2)} == {"ConformanceTick"}
+            assert await c.fetch(timeout=0.1) == []
+            own = await host.open_consumer("all", "own", event_types=[ConformanceOther])
+            assert [d.type for d in await collect(own, 2)] == ["ConformanceOther"] * 2
+
+    async def test_terminal_event_completes_correlation_scoped_iterator(self, make):
+        streaming = make(subscriptions={"sub": {"mode": "exclusive",
+                                                "terminal_event_types": ["ConformanceDone"]}})
+        async with streaming.run() as host:
+            await host.publish("s", [*ticks("s", 2, correlation_id="a"),
+                                     *ticks("s", 2, correlation_id="b")], external=False)
+            received = []
+
+            async def follow():
+                async with host.subscribe("sub", "follower", correlation_id="a") as deliveries:
+                    async for d in deliveries:
+                        received.append((d.correlation_id, d.type))
+
+            task = asyncio.ensure_future(follow())
+            await asyncio.sleep(0.05)
+            await host.publish("s", ticks("s", 1, correlation_id="a", type=ConformanceDone),
+                               external=False)
+            await within(task)  # the iterator ended by itself
+            assert received == [("a", "ConformanceTick"), ("a", "ConformanceTick"),
+                                ("a", "ConformanceDone")]
+            # the scoped follower did not take the shared group's events
+            c = await host.open_consumer("sub", "worker")
+            assert len(await collect(c, 5)) == 5
+
+    async def test_stalled_consumer_holds_at_most_its_window(self, make):
+        streaming = make(subscriptions={"sub": {"mode": "exclusive", "window": 100}})
+        async with streaming.run() as host:
+            c = await host.open_consumer("sub", "stalled")
+            first = await c.fetch(timeout=0.05)
+            assert first == []
+            for i in range(0, 100_000, 5000):
+                await host.publish("s", ticks("s", 5000, start=i), external=False)
+            got = await collect(c, 100, ack=False)
+            assert len(got) == 100
+            assert await c.fetch(timeout=0.05) == []  # window full: nothing more handed over
+            gc.collect()
+            live = sum(1 for o in gc.get_objects() if isinstance(o, Delivery))
+            assert len(c.held) == 100 and live <= 100 + 5
+
+    async def test_random_cancellations_every_event_eventually_acked(self, make):
+        streaming = make(subscriptions={"sub": {"mode": "exclusive", "visibility_timeout": 5,
+                                                "window": 20}})
+        rng = random.Random(7)
+        total = 2000
+        async with streaming.run() as host:
+            await host.publish("s", ticks("s", total), external=False)
+            acked: set[int] = set()
+            deliveries_seen = 0
+            generation = 0
+            while len(acked) < total and generation < 500:
+                generation += 1
+
+                async def consume(gen: int):
+                    nonlocal deliveries_seen
+                    async for d in host.subscribe("sub", f"c{gen}"):
+                        deliveries_seen += 1
+                        acked.add(d.event.n)  # recorded; its ack happens on the next step
+
+                task = asyncio.ensure_future(consume(generation))
+                await asyncio.sleep(rng.uniform(0.0, 0.01))
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            # the last delivery of each cancelled consumer was never acked: those came back
+            final = await host.open_consumer("sub", "final")
+            while True:
+                batch = await final.fetch(timeout=0.3)
+                if not batch:
+                    break
+                acked.update(d.event.n for d in batch)
+                await final.ack([d.id for d in batch])
+            assert acked == set(range(total))
+            info = await host.store.claim("sub", "", "probe", max_count=1, visibility_timeout=1)
+            assert info.claimed == []  # nothing left un-acked
+
+    async def test_exactly_once_effect_survives_crash_before_ack(self, make):
+        streaming = make(semantics=DeliverySemantics.EXACTLY_ONCE,
+                         subscriptions={"sub": {"mode": "exclusive", "visibility_timeout": 0.2}})
+        async with streaming.run() as host:
+            [event] = await host.publish("s", ticks("s", 1), external=False)
+            # the same event appended again (a retried publish) is deduplicated
+            await host.publish("s", [event], external=False)
+            effects: list[int] = []
+            consumer = await host.open_consumer("sub", "crashy")
+
+            async def effect_then_crash(d: Delivery) -> None:
+                effects.append(d.event.n)
+                await consumer.close("crashed")  # the process dies before its ack lands
+
+            async def effect(d: Delivery) -> None:
+                effects.append(d.event.n)
+
+            [d] = await collect(consumer, 1, ack=False)
+            with pytest.raises(UnknownDeliveryError):
+                await d.process_once(effect_then_crash)  # the ack of a dead consumer fails
+            survivor = await host.open_consumer("sub", "survivor")
+            [again] = await collect(survivor, 1, ack=False)
+            assert again.id == d.id and again.attempt == 2
+            assert await again.process_once(effect) is False
+            assert effects == [0]
+            assert await survivor.fetch(timeout=0.3) == []  # acked: nothing comes back
+            # and process_once applies a fresh event exactly once
+            await host.publish("s", ticks("s", 1, start=1), external=False)
+            [fresh] = await collect(survivor, 1, ack=False)
+            assert await fresh.process_once(effect) is True
+            assert effects == [0, 1]
