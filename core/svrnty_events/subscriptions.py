@@ -195,6 +195,7 @@ class Consumer:
         self._last_seen = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._selector = self._build_selector()
+        self._deferred_acks: list[Delivery] = []
         self.heartbeat()
 
     # --- selection ---------------------------------------------------------------------------
@@ -262,6 +263,8 @@ class Consumer:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         config = self.runtime.config
+        if self._deferred_acks:
+            await self.flush_acks()
         self._fetching += 1
         try:
             while True:
@@ -368,6 +371,21 @@ class Consumer:
         if unknown:
             raise UnknownDeliveryError(unknown)
 
+    def ack_later(self, delivery: Delivery) -> None:
+        """Ack ``delivery`` with the next fetch (or close), in one batch with others: how the
+        in-process iterator auto-acks without a store round trip per event."""
+        if not delivery.settled and delivery.record.id in self.held:
+            delivery.settled = True
+            self._deferred_acks.append(delivery)
+
+    async def flush_acks(self) -> None:
+        deferred, self._deferred_acks = self._deferred_acks, []
+        ids = [d.record.id for d in deferred if self.held.get(d.record.id) is d]
+        for d in deferred:
+            d.settled = False
+        if ids:
+            await self.ack(ids)
+
     async def nack(self, event_id: str, *, delay: float | None = None, reason: str | None = None,
                    error: str | None = None) -> None:
         """Give a held event back for redelivery after ``delay`` (default: the backoff for its
@@ -406,6 +424,11 @@ class Consumer:
 
     async def close(self, reason: str = "closed") -> None:
         """Unregister: held events go back for redelivery now. May be called twice."""
+        if self.closed:
+            return
+        if self._deferred_acks:
+            with suppress(Exception):
+                await self.flush_acks()
         if self.closed:
             return
         self.closed = True
@@ -597,8 +620,8 @@ class Subscriber:
     async def __anext__(self) -> Delivery:
         consumer = await self.open()
         last = self._last
-        if last is not None and self.auto_ack and not last.settled and not consumer.closed:
-            await last.ack()
+        if last is not None and self.auto_ack and not last.settled:
+            consumer.ack_later(last)
         if not self._buffer:
             try:
                 batch = await consumer.fetch()

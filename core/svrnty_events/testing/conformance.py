@@ -260,6 +260,13 @@ class StoreConformance:
             assert info.length == 10 and info.first_sequence == 15
             assert [e.sequence for e in await host.read("s")][0] == 15
 
+    async def test_retention_by_age(self, make):
+        async with make(retention_max_age=0.2).run() as host:
+            await host.publish("s", ticks("s", 5), external=False)
+            await asyncio.sleep(0.3)
+            await host.publish("s", ticks("s", 2, start=5), external=False)
+            assert [e.decode().n for e in await host.read("s")] == [5, 6]
+
     async def test_ephemeral_stream_drops_what_every_subscription_acked(self, make):
         streaming = make(stream_type=StreamType.EPHEMERAL,
                          subscriptions={"a": {"mode": "exclusive"}, "b": {"mode": "exclusive"}})

@@ -102,12 +102,14 @@ class _Stream:
         self.base += k
 
 
-@dataclass
 class _InFlight:
-    sequence: int
-    consumer: str
-    deadline: float
-    attempt: int
+    __slots__ = ("sequence", "consumer", "deadline", "attempt")
+
+    def __init__(self, sequence: int, consumer: str, deadline: float, attempt: int) -> None:
+        self.sequence = sequence
+        self.consumer = consumer
+        self.deadline = deadline
+        self.attempt = attempt
 
 
 @dataclass
@@ -116,10 +118,12 @@ class _Group:
     available: list[int] = field(default_factory=list)  # heap of sequences
     delayed: list[tuple[float, int]] = field(default_factory=list)  # heap of (due, sequence)
     inflight: dict[str, _InFlight] = field(default_factory=dict)
-    deadlines: list[tuple[float, str]] = field(default_factory=list)  # heap, lazily cleaned
+    # heap of (deadline, claim number, event ids claimed together), lazily cleaned
+    deadlines: list[tuple[float, int, list[str]]] = field(default_factory=list)
+    claims: int = 0
+    #: deliveries so far of events that are not in flight now (released, nacked, expired)
     attempts: dict[int, int] = field(default_factory=dict)
     reasons: dict[int, str] = field(default_factory=dict)
-    last_consumer: dict[int, str] = field(default_factory=dict)
 
     def floor(self) -> int:
         low = self.cursor
@@ -313,15 +317,14 @@ class MemoryStore(EventStore):
         claimed: list[Claimed] = []
         deadline = now + visibility_timeout
         heappush, heappop = heapq.heappush, heapq.heappop
-        attempts, inflight = g.attempts, g.inflight
+        attempts, inflight, reasons = g.attempts, g.inflight, g.reasons
+        ids: list[str] = []
 
         def take(seq: int, e: RecordedEvent) -> None:
-            attempt = attempts.get(seq, 0) + 1
-            attempts[seq] = attempt
+            attempt = attempts.pop(seq, 0) + 1
             inflight[e.id] = _InFlight(seq, consumer_id, deadline, attempt)
-            heappush(g.deadlines, (deadline, e.id))
-            g.last_consumer[seq] = consumer_id
-            claimed.append(Claimed(e, attempt, g.reasons.get(seq)))
+            ids.append(e.id)
+            claimed.append(Claimed(e, attempt, reasons.get(seq)))
 
         # 1. events waiting for redelivery, oldest first
         if g.available:
@@ -346,10 +349,14 @@ class MemoryStore(EventStore):
             g.cursor = s.base
         end = s.next_sequence
         if selector is None:
-            while g.cursor < end and len(claimed) < max_count:
-                seq = g.cursor
-                g.cursor += 1
-                take(seq, s.events[seq - s.base])
+            stop = min(end, g.cursor + max_count - len(claimed))
+            base, events = s.base, s.events
+            for seq in range(g.cursor, stop):
+                e = events[seq - base]
+                inflight[e.id] = _InFlight(seq, consumer_id, deadline, 1)
+                ids.append(e.id)
+                claimed.append(Claimed(e, 1))
+            g.cursor = max(g.cursor, stop)
         else:
             while g.cursor < end and len(claimed) < max_count:
                 seq = g.cursor
@@ -360,6 +367,9 @@ class MemoryStore(EventStore):
                     take(seq, e)
                 elif verdict is _SKIP:
                     heappush(g.available, seq)
+        if ids:
+            g.claims += 1
+            heappush(g.deadlines, (deadline, g.claims, ids))
         return ClaimResult(claimed, s.notifier.version, self._next_due(g))
 
     def _expire(self, g: _Group, now: float) -> None:
@@ -368,33 +378,44 @@ class MemoryStore(EventStore):
             heapq.heappush(g.available, seq)
         deadlines = g.deadlines
         while deadlines and deadlines[0][0] <= now:
-            due, event_id = heapq.heappop(deadlines)
-            f = g.inflight.get(event_id)
-            if f is not None and f.deadline == due:
-                del g.inflight[event_id]
-                g.reasons.setdefault(f.sequence, "visibility timeout expired")
-                heapq.heappush(g.available, f.sequence)
+            due, _, event_ids = heapq.heappop(deadlines)
+            for event_id in event_ids:
+                f = g.inflight.get(event_id)
+                if f is not None and f.deadline == due:
+                    self._requeue(g, event_id)
+                    g.reasons.setdefault(f.sequence, "visibility timeout expired")
 
     def _next_due(self, g: _Group) -> float | None:
         due: float | None = None
         if g.delayed:
             due = g.delayed[0][0]
         deadlines = g.deadlines
+        inflight = g.inflight
         while deadlines:
-            d, event_id = deadlines[0]
-            f = g.inflight.get(event_id)
-            if f is None or f.deadline != d:
-                heapq.heappop(deadlines)  # stale
+            d, _, event_ids = deadlines[0]
+            if not any((f := inflight.get(i)) is not None and f.deadline == d
+                       for i in event_ids):
+                heapq.heappop(deadlines)  # every event of that claim was settled
                 continue
             due = d if due is None else min(due, d)
             break
         return due
 
     @staticmethod
+    def _requeue(g: _Group, event_id: str, delay_until: float | None = None) -> _InFlight:
+        """Take an event out of flight, keeping its delivery count, to be claimed again."""
+        f = g.inflight.pop(event_id)
+        g.attempts[f.sequence] = f.attempt
+        if delay_until is None:
+            heapq.heappush(g.available, f.sequence)
+        else:
+            heapq.heappush(g.delayed, (delay_until, f.sequence))
+        return f
+
+    @staticmethod
     def _forget(g: _Group, seq: int) -> None:
         g.attempts.pop(seq, None)
         g.reasons.pop(seq, None)
-        g.last_consumer.pop(seq, None)
 
     async def ack(self, subscription: str, group: str, consumer_id: str,
                   event_ids: Sequence[str]) -> list[str]:
@@ -407,15 +428,17 @@ class MemoryStore(EventStore):
                 missing.append(event_id)
                 continue
             del inflight[event_id]
-            self._forget(g, f.sequence)
+            if g.reasons:
+                g.reasons.pop(f.sequence, None)
         self._acks_since_trim += len(event_ids)
         if self._acks_since_trim >= 4096:
             self._acks_since_trim = 0
             s = sub.stream
             if s.config.type is StreamType.EPHEMERAL:
                 self._trim_acked(s)
-        if len(g.deadlines) > 4 * len(inflight) + 1024:  # drop settled deadline entries
-            g.deadlines = [(d, i) for d, i in g.deadlines if i in inflight]
+        if len(g.deadlines) > 1024 and len(g.deadlines) > 4 * len(inflight):
+            # drop entries of claims whose events were all settled
+            g.deadlines = [x for x in g.deadlines if any(i in inflight for i in x[2])]
             heapq.heapify(g.deadlines)
         return missing
 
@@ -425,13 +448,9 @@ class MemoryStore(EventStore):
         f = g.inflight.get(event_id)
         if f is None or f.consumer != consumer_id:
             return False
-        del g.inflight[event_id]
         if reason:
             g.reasons[f.sequence] = reason
-        if delay > 0:
-            heapq.heappush(g.delayed, (time.time() + delay, f.sequence))
-        else:
-            heapq.heappush(g.available, f.sequence)
+        self._requeue(g, event_id, time.time() + delay if delay > 0 else None)
         sub.stream.notifier.bump()
         return True
 
@@ -442,8 +461,7 @@ class MemoryStore(EventStore):
             return 0
         mine = [i for i, f in g.inflight.items() if f.consumer == consumer_id]
         for event_id in mine:
-            f = g.inflight.pop(event_id)
-            heapq.heappush(g.available, f.sequence)
+            self._requeue(g, event_id)
         if mine:
             sub.stream.notifier.bump()
         return len(mine)

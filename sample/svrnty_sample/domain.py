@@ -1,0 +1,260 @@
+"""The sample's domain: users and invitations, their workflows, events, commands and queries.
+
+Handlers keep their state in a :class:`Directory` (in memory, like the store). Commands and
+queries are msgspec Structs whose constraints (``msgspec.Meta``) are the validation rules, so a
+bad payload is refused with an error that names the field, over HTTP and gRPC alike.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Annotated, ClassVar
+
+import msgspec
+
+from svrnty_events import Event, EventStreaming, Workflow
+
+# --- field constraints ---------------------------------------------------------------------------
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"\S",
+                                   description="Display name", examples=["Ada Lovelace"])]
+Email = Annotated[str, msgspec.Meta(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+                                    description="E-mail address", examples=["ada@example.com"])]
+Age = Annotated[int, msgspec.Meta(ge=0, le=150, description="Age in years")]
+UserId = Annotated[int, msgspec.Meta(ge=1, description="Id returned by addUser")]
+InvitationId = Annotated[str, msgspec.Meta(
+    min_length=1, description="Id returned by inviteUser: the invitation's workflow id")]
+
+
+class Payload(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Base of commands and queries: unknown fields are refused, naming the field."""
+
+
+# --- workflows -----------------------------------------------------------------------------------
+
+
+class UserWorkflow(Workflow):
+    """A change to the user directory. Its events go to the ``users`` stream."""
+
+
+class InvitationWorkflow(Workflow):
+    """One invitation, from inviteUser to acceptInvitation or declineInvitation. Its id is the
+    invitation id, so every event of one invitation carries the same correlation id."""
+
+
+# --- events ----------------------------------------------------------------------------------------
+
+
+class UserAdded(Event):
+    user_id: int
+    name: str
+    email: str
+    age: int | None = None
+
+
+class UserRemoved(Event):
+    user_id: int
+
+
+class InvitationSent(Event):
+    invitation_id: str
+    email: str
+    inviter: str | None = None
+
+
+class InvitationAccepted(Event):
+    invitation_id: str
+    email: str
+    user_id: int
+    name: str
+
+
+class InvitationDeclined(Event):
+    invitation_id: str
+    email: str
+    reason: str | None = None
+
+
+#: event types that end an invitation's workflow (a correlation-scoped subscription completes)
+TERMINAL_INVITATION_EVENTS = (InvitationAccepted, InvitationDeclined)
+
+
+# --- commands and queries ---------------------------------------------------------------------------
+
+
+class AddUserCommand(Payload):
+    """Add a user; returns the new user id."""
+
+    name: Name
+    email: Email
+    age: Age | None = None
+
+
+class RemoveUserCommand(Payload):
+    """Remove a user."""
+
+    user_id: UserId
+
+
+class InviteUserCommand(Payload):
+    """Invite someone by e-mail; returns the invitation id (the invitation's workflow id)."""
+
+    email: Email
+    inviter: Name | None = None
+
+
+class AcceptInvitationCommand(Payload):
+    """Accept a pending invitation, which adds the user; returns the new user id."""
+
+    #: the field that names the workflow this command continues
+    continues: ClassVar[str] = "invitation_id"
+
+    invitation_id: InvitationId
+    name: Name
+    age: Age | None = None
+
+
+class DeclineInvitationCommand(Payload):
+    """Decline a pending invitation."""
+
+    continues: ClassVar[str] = "invitation_id"
+
+    invitation_id: InvitationId
+    reason: Annotated[str, msgspec.Meta(max_length=500)] | None = None
+
+
+class GetUserQuery(Payload):
+    user_id: UserId
+
+
+class ListUsersQuery(Payload):
+    pass
+
+
+class User(msgspec.Struct, kw_only=True):
+    id: int
+    name: str
+    email: str
+    age: int | None = None
+
+
+def continued_workflow(command: object) -> str | None:
+    """The workflow id a command continues (its ``continues`` field), or None for a new one."""
+    field_name = getattr(type(command), "continues", None)
+    return getattr(command, field_name) if field_name else None
+
+
+# --- state and errors -----------------------------------------------------------------------------
+
+
+class NotFoundError(LookupError):
+    """A user or invitation that does not exist."""
+
+
+class ConflictError(Exception):
+    """The command does not apply to the current state (e.g. accepting a declined invitation)."""
+
+
+@dataclass
+class Invitation:
+    id: str
+    email: str
+    inviter: str | None
+    status: str = "pending"  # pending | accepted | declined
+
+
+@dataclass
+class Directory:
+    """The handlers' state: users and invitations."""
+
+    users: dict[int, User] = field(default_factory=dict)
+    invitations: dict[str, Invitation] = field(default_factory=dict)
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    def user(self, user_id: int) -> User:
+        try:
+            return self.users[user_id]
+        except KeyError:
+            raise NotFoundError(f"user {user_id} does not exist") from None
+
+    def new_user(self, name: str, email: str, age: int | None) -> User:
+        if any(u.email == email for u in self.users.values()):
+            raise ConflictError(f"a user with e-mail {email} already exists")
+        user = User(id=next(self._ids), name=name, email=email, age=age)
+        self.users[user.id] = user
+        return user
+
+    def pending_invitation(self, invitation_id: str) -> Invitation:
+        invitation = self.invitations.get(invitation_id)
+        if invitation is None:
+            raise NotFoundError(f"invitation {invitation_id} does not exist")
+        if invitation.status != "pending":
+            raise ConflictError(f"invitation {invitation_id} was already {invitation.status}")
+        return invitation
+
+
+# --- handlers ----------------------------------------------------------------------------------------
+
+
+def register_handlers(streaming: EventStreaming, directory: Directory) -> None:
+    """Register the sample's command and query handlers on ``streaming``. The handlers check
+    everything before they change the directory, so a refused command changes nothing."""
+
+    @streaming.command_handler(AddUserCommand, workflow=UserWorkflow)
+    def add_user(command: AddUserCommand, workflow: UserWorkflow) -> int:
+        """Add a user; returns the new user id."""
+        user = directory.new_user(command.name, command.email, command.age)
+        workflow.emit(UserAdded(user_id=user.id, name=user.name, email=user.email, age=user.age))
+        return user.id
+
+    @streaming.command_handler(RemoveUserCommand, workflow=UserWorkflow)
+    def remove_user(command: RemoveUserCommand, workflow: UserWorkflow) -> bool:
+        """Remove a user."""
+        directory.user(command.user_id)
+        del directory.users[command.user_id]
+        workflow.emit(UserRemoved(user_id=command.user_id))
+        return True
+
+    @streaming.command_handler(InviteUserCommand, workflow=InvitationWorkflow)
+    def invite_user(command: InviteUserCommand, workflow: InvitationWorkflow) -> str:
+        """Invite someone by e-mail; returns the invitation id, which acceptInvitation and
+        declineInvitation take to continue the invitation's workflow."""
+        directory.invitations[workflow.id] = Invitation(workflow.id, command.email,
+                                                        command.inviter)
+        workflow.emit(InvitationSent(invitation_id=workflow.id, email=command.email,
+                                     inviter=command.inviter))
+        return workflow.id
+
+    @streaming.command_handler(AcceptInvitationCommand, workflow=InvitationWorkflow)
+    def accept_invitation(command: AcceptInvitationCommand,
+                          workflow: InvitationWorkflow) -> int:
+        """Accept a pending invitation (continues its workflow): adds the user and returns the
+        new user id. InvitationAccepted ends the invitation's workflow."""
+        invitation = directory.pending_invitation(workflow.id)
+        user = directory.new_user(command.name, invitation.email, command.age)
+        invitation.status = "accepted"
+        workflow.emit(InvitationAccepted(invitation_id=workflow.id, email=invitation.email,
+                                         user_id=user.id, name=user.name))
+        return user.id
+
+    @streaming.command_handler(DeclineInvitationCommand, workflow=InvitationWorkflow)
+    def decline_invitation(command: DeclineInvitationCommand,
+                           workflow: InvitationWorkflow) -> bool:
+        """Decline a pending invitation (continues its workflow). InvitationDeclined ends the
+        invitation's workflow."""
+        invitation = directory.pending_invitation(workflow.id)
+        invitation.status = "declined"
+        workflow.emit(InvitationDeclined(invitation_id=workflow.id, email=invitation.email,
+                                         reason=command.reason))
+        return True
+
+    @streaming.query_handler(GetUserQuery)
+    def get_user(query: GetUserQuery) -> User:
+        """One user by id."""
+        return directory.user(query.user_id)
+
+    @streaming.query_handler(ListUsersQuery)
+    def list_users(query: ListUsersQuery) -> list[User]:
+        """Every user, by id."""
+        return sorted(directory.users.values(), key=lambda u: u.id)
