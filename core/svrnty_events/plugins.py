@@ -100,7 +100,7 @@ def get_plugin_manager(load_entrypoints: bool = True,
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise PluginValidationError(
-            f'plugin "{exc.plugin_name}" implements an unknown hook: {exc}') from None
+            f'plugin "{plugin_name(pm, exc.plugin)}" implements an unknown hook: {exc}') from None
     return pm
 
 
@@ -131,8 +131,10 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str | None) -> Non
     try:
         pm.register(plugin, name=name)
     except pluggy.PluginValidationError as exc:
+        # pluggy's error carries the plugin object, not its name
+        who = name or pm.get_canonical_name(plugin)
         raise PluginValidationError(
-            f'plugin "{exc.plugin_name}" does not match its hookspec: {exc}') from None
+            f'plugin "{who}" does not match its hookspec: {exc}') from None
 
 
 def plugin_name(pm: pluggy.PluginManager, plugin: object) -> str:

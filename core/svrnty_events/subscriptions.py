@@ -123,6 +123,11 @@ class Delivery:
         queue with ``reason`` and ``error``."""
         await self.consumer.nack(self.record.id, delay=delay, reason=reason, error=error)
 
+    async def dead_letter(self, reason: str, error: str | None = None) -> None:
+        """Send the event to the dead-letter queue now (a permanent failure: retrying cannot
+        help). It can be replayed from there."""
+        await self.consumer.dead_letter(self.record.id, reason=reason, error=error)
+
     async def mark_read(self) -> None:
         """Record a read receipt (``read_receipt`` mode) without settling the event."""
         await self.consumer.mark_read((self.record.id,))
@@ -405,6 +410,17 @@ class Consumer:
                 delay = config.redelivery_delay_for(d.attempt)
             await self._store.nack(self.subscription, self.group, self.consumer_id, event_id,
                                    delay=max(delay, 0.0), reason=reason or error)
+        self._settled([d])
+
+    async def dead_letter(self, event_id: str, *, reason: str, error: str | None = None) -> None:
+        """Dead-letter a held event now, whatever its attempts."""
+        self._last_seen = asyncio.get_running_loop().time()
+        d = self.held.pop(event_id, None)
+        if d is None:
+            raise UnknownDeliveryError([event_id])
+        d.settled = True
+        await self._store.dead_letter(self.subscription, self.group, self.consumer_id, event_id,
+                                      attempts=d.attempt, reason=reason, error=error)
         self._settled([d])
 
     async def mark_read(self, event_ids: Iterable[str]) -> None:

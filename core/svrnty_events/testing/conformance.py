@@ -459,6 +459,19 @@ class StoreConformance:
             assert d.id == event.id and d.attempt == 1
             assert await host.dead_letters("sub") == []
 
+    async def test_immediate_dead_letter_of_a_permanent_failure(self, make):
+        async with make(subscriptions={"sub": {"mode": "exclusive"}}).run() as host:
+            c = await host.open_consumer("sub", "c")
+            await host.publish("s", ticks("s", 2), external=False)
+            first, second = await collect(c, 2, ack=False)
+            await first.dead_letter("rejected: 422", error="body excerpt")
+            await second.ack()
+            [letter] = await host.dead_letters("sub")
+            assert (letter.event.id, letter.attempts, letter.reason, letter.error) == (
+                first.id, 1, "rejected: 422", "body excerpt")
+            with pytest.raises(UnknownDeliveryError):
+                await first.ack()
+
     async def test_visibility_timeouts_dead_letter_after_max_attempts(self, make):
         streaming = make(subscriptions={"sub": {"mode": "exclusive", "max_delivery_attempts": 2,
                                                 "visibility_timeout": 0.1}})
