@@ -57,7 +57,7 @@ def build_app(host: EventStreamingHost) -> web.Application:
     app.router.add_get("/openapi.json", openapi_view)
     app.router.add_get("/docs", docs_view)
     app.router.add_get("/healthz", health_view)
-    app.router.add_get("/", lambda _: web.HTTPFound("/docs"))  # type: ignore[arg-type,return-value]
+    app.router.add_get("/", index_view)
     return app
 
 
@@ -100,6 +100,10 @@ def _unknown_view(kind: str) -> Handler:
             PROBLEM_TYPES["unknown_operation"], f"Unknown {kind}", 404,
             f'unknown {kind} "{name}"; available: {", ".join(sorted(table))}', request.path))
     return view
+
+
+async def index_view(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/docs")
 
 
 async def openapi_view(request: web.Request) -> web.Response:

@@ -43,32 +43,40 @@ class MemoryStoreOptions(msgspec.Struct, forbid_unknown_fields=True):
 class _Notifier:
     """A change counter with waiters: the push half of the store (no polling)."""
 
-    __slots__ = ("version", "_event")
+    __slots__ = ("version", "_waiters")
 
     def __init__(self) -> None:
         self.version = 0
-        self._event: asyncio.Event | None = None
+        self._waiters: list[asyncio.Future[None]] = []
 
     def bump(self) -> None:
         self.version += 1
-        if self._event is not None:
-            self._event.set()
-            self._event = None
+        if self._waiters:
+            waiters, self._waiters = self._waiters, []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
 
     async def wait(self, version: int, timeout: float | None) -> int:
         if self.version != version:
             return self.version
-        if self._event is None:
-            self._event = asyncio.Event()
-        event = self._event
-        if timeout is None:
-            await event.wait()
-        else:
-            try:
-                await asyncio.wait_for(event.wait(), timeout)
-            except (asyncio.TimeoutError, TimeoutError):
-                pass
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(fut)
+        timer = None if timeout is None else loop.call_later(timeout, _expire, fut)
+        try:
+            await fut
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if not fut.done():
+                fut.cancel()
         return self.version
+
+
+def _expire(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 class _Stream:
