@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import types
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,18 +31,28 @@ async def within(aw: Awaitable[T], timeout: float = TIMEOUT) -> T:
     return await asyncio.wait_for(aw, timeout)
 
 
-def plugin(name: str, **hooks: Callable[..., Any]) -> types.SimpleNamespace:
-    """An in-process plugin object named ``name`` implementing ``hooks``.
+class InProcessPlugin:
+    """A plugin object (hashable, as pluggy needs) whose hook implementations are attributes."""
 
-    pluggy names a plugin by its ``__name__``; the functions' argument names are what pluggy
-    validates against the hookspecs, exactly as for a module plugin.
-    """
-    return types.SimpleNamespace(__name__=name, **{k: hookimpl(f) for k, f in hooks.items()})
+    def __init__(self, name: str, hooks: dict[str, Callable[..., Any]]) -> None:
+        # pluggy names a plugin by its __name__
+        self.__name__ = name
+        for hook, function in hooks.items():
+            setattr(self, hook, hookimpl(function))
+
+    def __repr__(self) -> str:
+        return f"<plugin {self.__name__}>"
+
+
+def plugin(name: str, **hooks: Callable[..., Any]) -> InProcessPlugin:
+    """An in-process plugin named ``name`` implementing ``hooks``. The functions' argument names
+    are what pluggy validates against the hookspecs, exactly as for a module plugin."""
+    return InProcessPlugin(name, hooks)
 
 
 def store_plugin(store_name: str = "memory", factory: Any = MemoryStore, *,
                  options: type | None = MemoryStoreOptions,
-                 name: str = "test-stores") -> types.SimpleNamespace:
+                 name: str = "test-stores") -> InProcessPlugin:
     """A plugin registering one event store (the in-memory store unless told otherwise)."""
 
     def register_event_stores(register):  # type: ignore[no-untyped-def]

@@ -36,10 +36,12 @@ class DuplicateNameError(PluginError):
 
 
 class UnknownPluginError(PluginError):
-    def __init__(self, kind: str, name: str, available: Iterable[str], path: str = "") -> None:
+    def __init__(self, kind: str, name: str, available: Iterable[str], path: str = "",
+                 source: str | None = None) -> None:
         self.kind, self.name, self.available = kind, name, sorted(available)
+        self.path, self.source = path, source
         names = ", ".join(self.available) if self.available else "none installed"
-        where = f"{path}: " if path else ""
+        where = "".join(f"{p}: " for p in (source, path) if p)
         super().__init__(f'{where}unknown {kind} "{name}"; available: {names}')
 
 

@@ -175,15 +175,16 @@ class EventStreamingHost:
         self.providers: dict[str, DeliveryProvider] = {}
         self.started = False
         self._validate()
-        reg = registry.get("event store", self.config.store.plugin, path="store.plugin")
-        self.store: EventStore = reg.factory(self._store_options)
+        self.store: EventStore = self._store_reg.factory(self._store_options)
         self.engine = SubscriptionEngine(self.store)
 
     # --- validation: everything is checked before anything starts -----------------------------
 
     def _validate(self) -> None:
         cfg, src = self.config, self.streaming.source
-        store_reg = self.registry.get("event store", cfg.store.plugin, path="store.plugin")
+        store_reg = self.registry.get("event store", cfg.store.plugin, path="store.plugin",
+                                      source=src)
+        self._store_reg = store_reg
         self._store_options = _options(store_reg.options, cfg.store.options, "store", src)
         caps = store_reg.factory.capabilities if hasattr(store_reg.factory, "capabilities") \
             else None
@@ -225,7 +226,7 @@ class EventStreamingHost:
                                   f'unknown stream "{sub.stream}"; streams: '
                                   f'{", ".join(sorted(self.streams)) or "none"}', source=src)
             mode_reg = self.registry.get("subscription mode", sub.mode,
-                                         path=f"subscriptions[{i}].mode")
+                                         path=f"subscriptions[{i}].mode", source=src)
             options = _options(mode_reg.options, sub.options, f"subscriptions[{i}].options", src)
             self._modes[sub.name] = (mode_reg, options)
             for field_name in ("visibility_timeout", "heartbeat_timeout"):
@@ -239,7 +240,8 @@ class EventStreamingHost:
                                   source=src)
         self._provider_regs = {}
         for name, options in cfg.delivery.items():
-            reg = self.registry.get("delivery provider", name, path=f"delivery.{name}")
+            reg = self.registry.get("delivery provider", name, path=f"delivery.{name}",
+                                    source=src)
             self._provider_regs[name] = (reg, _options(reg.options, options, f"delivery.{name}",
                                                        src))
 

@@ -55,14 +55,15 @@ class Registry:
         return {"event store": self.stores, "delivery provider": self.providers,
                 "subscription mode": self.modes}[kind]
 
-    def get(self, kind: str, name: str, *, path: str = "") -> Registration:
+    def get(self, kind: str, name: str, *, path: str = "",
+            source: str | None = None) -> Registration:
         regs = self.of_kind(kind)
         try:
             return regs[name]
         except KeyError:
             if kind == "event store" and not regs:
                 raise NoStoreInstalledError() from None
-            raise UnknownPluginError(kind, name, regs, path) from None
+            raise UnknownPluginError(kind, name, regs, path, source) from None
 
     def by_plugin(self, plugin: str) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}

@@ -46,6 +46,7 @@ class SamplePlugin:
 
     def __init__(self, *, http_host: str = "127.0.0.1", http_port: int = DEFAULT_HTTP_PORT,
                  consume: Sequence[str] = CONSUMED_SUBSCRIPTIONS) -> None:
+        self.__name__ = "svrnty_sample"  # the plugin's name in the registry and the banner
         self.http_host, self.http_port = http_host, http_port
         self.consume = list(consume)
         self.consumer: AnalyticsConsumer | None = None
