@@ -92,7 +92,7 @@ class SubscriptionConfig(_Config):
 
     def redelivery_delay_for(self, attempt: int) -> float:
         """Delay before redelivery after delivery number ``attempt`` failed."""
-        if self.backoff is Backoff.EXPONENTIAL:
+        if self.backoff == Backoff.EXPONENTIAL:
             delay = self.redelivery_delay * self.backoff_multiplier ** max(attempt - 1, 0)
             return min(delay, self.max_redelivery_delay)
         return self.redelivery_delay
@@ -175,4 +175,12 @@ def parse_config(raw: dict[str, Any], *, source: str | None = None) -> HostConfi
         plugin = store.pop("plugin", "memory")
         options.update(store)
         raw["store"] = {"plugin": plugin, "options": options}
+    delivery = raw.get("delivery")
+    if isinstance(delivery, dict):
+        # msgspec names a dict value `delivery[...]`; name the provider instead
+        for name, options in delivery.items():
+            if not isinstance(options, dict):
+                raise ConfigError(f"delivery.{name}",
+                                  f"expected a table, got {type(options).__name__}",
+                                  source=source)
     return convert(raw, HostConfig, source=source)

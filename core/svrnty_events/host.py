@@ -192,8 +192,8 @@ class EventStreamingHost:
             if stream.name in self.streams:
                 raise ConfigError(f"streams[{i}].name", f'duplicate stream name "{stream.name}"',
                                   source=src)
-            if stream.delivery_semantics is DeliverySemantics.EXACTLY_ONCE:
-                if stream.type is not StreamType.PERSISTENT:
+            if stream.delivery_semantics == DeliverySemantics.EXACTLY_ONCE:
+                if stream.type != StreamType.PERSISTENT:
                     raise ConfigError(f"streams[{i}].delivery_semantics",
                                       "exactly_once needs a persistent stream (type = "
                                       '"persistent") to deduplicate appends by event id',
@@ -356,7 +356,7 @@ class EventStreamingHost:
         """Append already-encoded events, e.g. from another service. With ``external`` only
         streams of scope ``cross_service`` accept them (StreamScopeError otherwise)."""
         config = self.stream_config(stream)
-        if external and config.scope is not StreamScope.CROSS_SERVICE:
+        if external and config.scope != StreamScope.CROSS_SERVICE:
             raise StreamScopeError(stream)
         events = [e if e.stream == stream else msgspec.structs.replace(e, stream=stream)
                   for e in events]

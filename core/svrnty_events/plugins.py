@@ -153,7 +153,7 @@ def collect_registry(pm: pluggy.PluginManager) -> Registry:
     for kind, hook in hooks:
         target = registry.of_kind(kind)
         # call each implementation separately so we know which plugin registered what
-        for impl in reversed(hook.get_hookimpls()):
+        for impl in hook.get_hookimpls():
             owner = plugin_name(pm, impl.plugin)
 
             def register(name: str, factory: Any, *, options: type | None = None,

@@ -330,7 +330,7 @@ class Consumer:
                 self.completed = True
             deliveries.append(d)
         # track before any await, so a cancellation cannot lose what was claimed
-        at_most_once = self._semantics is DeliverySemantics.AT_MOST_ONCE
+        at_most_once = self._semantics == DeliverySemantics.AT_MOST_ONCE
         if not at_most_once:
             for d in deliveries:
                 self.held[d.record.id] = d
@@ -469,7 +469,7 @@ class Consumer:
             if self.consumer_id not in runtime.consumers:
                 runtime.mode.leave(self.consumer_id)
             if self.private and (self.correlation_id is not None
-                                 or runtime.stream.type is StreamType.EPHEMERAL):
+                                 or runtime.stream.type == StreamType.EPHEMERAL):
                 await store.delete_group(self.subscription, self.group)
         finally:
             store.notify(self.subscription)

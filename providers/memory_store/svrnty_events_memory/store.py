@@ -242,7 +242,7 @@ class MemoryStore(EventStore):
                     else:
                         hi = mid
                 s.trim_to(s.base + lo)
-        if cfg.type is StreamType.EPHEMERAL and len(s.events) >= 1024:
+        if cfg.type == StreamType.EPHEMERAL and len(s.events) >= 1024:
             self._trim_acked(s)
 
     def _trim_acked(self, s: _Stream) -> None:
@@ -442,7 +442,7 @@ class MemoryStore(EventStore):
         if self._acks_since_trim >= 4096:
             self._acks_since_trim = 0
             s = sub.stream
-            if s.config.type is StreamType.EPHEMERAL:
+            if s.config.type == StreamType.EPHEMERAL:
                 self._trim_acked(s)
         if len(g.deadlines) > 1024 and len(g.deadlines) > 4 * len(inflight):
             # drop entries of claims whose events were all settled
