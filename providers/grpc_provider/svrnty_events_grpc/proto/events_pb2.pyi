@@ -221,7 +221,7 @@ class ListDeadLettersResponse(_message.Message):
     def __init__(self, dead_letters: _Optional[_Iterable[_Union[DeadLetter, _Mapping]]] = ...) -> None: ...
 
 class DeadLetter(_message.Message):
-    __slots__ = ("event", "subscription", "consumer_id", "reason", "attempts", "dead_lettered_at", "error")
+    __slots__ = ("event", "subscription", "consumer_id", "reason", "attempts", "dead_lettered_at", "error", "group")
     EVENT_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
     CONSUMER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -229,6 +229,7 @@ class DeadLetter(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     DEAD_LETTERED_AT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
     event: DeliveredEvent
     subscription: str
     consumer_id: str
@@ -236,7 +237,8 @@ class DeadLetter(_message.Message):
     attempts: int
     dead_lettered_at: _timestamp_pb2.Timestamp
     error: str
-    def __init__(self, event: _Optional[_Union[DeliveredEvent, _Mapping]] = ..., subscription: _Optional[str] = ..., consumer_id: _Optional[str] = ..., reason: _Optional[str] = ..., attempts: _Optional[int] = ..., dead_lettered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+    group: str
+    def __init__(self, event: _Optional[_Union[DeliveredEvent, _Mapping]] = ..., subscription: _Optional[str] = ..., consumer_id: _Optional[str] = ..., reason: _Optional[str] = ..., attempts: _Optional[int] = ..., dead_lettered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., group: _Optional[str] = ...) -> None: ...
 
 class DeadLetterSelection(_message.Message):
     __slots__ = ("subscription", "event_ids")
@@ -298,7 +300,7 @@ class ListConsumersResponse(_message.Message):
     def __init__(self, consumers: _Optional[_Iterable[_Union[ConsumerInfo, _Mapping]]] = ...) -> None: ...
 
 class ConsumerInfo(_message.Message):
-    __slots__ = ("consumer_id", "subscription", "in_flight", "delivered", "correlation_id", "connected_at", "metadata")
+    __slots__ = ("consumer_id", "subscription", "in_flight", "delivered", "correlation_id", "connected_at", "metadata", "group")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -313,6 +315,7 @@ class ConsumerInfo(_message.Message):
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_AT_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
     consumer_id: str
     subscription: str
     in_flight: int
@@ -320,4 +323,5 @@ class ConsumerInfo(_message.Message):
     correlation_id: str
     connected_at: _timestamp_pb2.Timestamp
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, consumer_id: _Optional[str] = ..., subscription: _Optional[str] = ..., in_flight: _Optional[int] = ..., delivered: _Optional[int] = ..., correlation_id: _Optional[str] = ..., connected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    group: str
+    def __init__(self, consumer_id: _Optional[str] = ..., subscription: _Optional[str] = ..., in_flight: _Optional[int] = ..., delivered: _Optional[int] = ..., correlation_id: _Optional[str] = ..., connected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., group: _Optional[str] = ...) -> None: ...
