@@ -162,10 +162,22 @@ class SubscriptionRuntime:
     stream: StreamConfig
     mode: Mode
     consumers: dict[str, Consumer] = field(default_factory=dict)
+    #: competing consumers that may take any event wait in a relay: one waits on the store,
+    #: the others on it, so an append wakes one consumer and not all of them
+    store_waiter: Consumer | None = None
+    followers: deque[asyncio.Future[None]] = field(default_factory=deque)
 
     @property
     def name(self) -> str:
         return self.config.name
+
+    def wake_one(self) -> None:
+        followers = self.followers
+        while followers:
+            fut = followers.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
 
 
 class Consumer:
@@ -214,6 +226,8 @@ class Consumer:
         mode_filters = shared and type(mode).accepts is not Mode.accepts
         me = self.consumer_id
         own_miss = _SKIP if shared else _DROP
+        # any consumer can take any event: wait in the relay (see SubscriptionRuntime)
+        self._relay = shared and own_types is None and not mode_filters
         if sub_types is None and own_types is None and correlation is None and not mode_filters:
             return None
 
@@ -287,6 +301,8 @@ class Consumer:
                     self.subscription, self.group, self.consumer_id, max_count=room,
                     visibility_timeout=config.visibility_timeout, selector=self._selector)
                 if result.claimed:
+                    if self._relay:  # there may be more: let the next waiting consumer look
+                        self.runtime.wake_one()
                     deliveries = await self._hand_over(result.claimed)
                     if deliveries or self.completed:
                         return deliveries
@@ -298,12 +314,39 @@ class Consumer:
                     wait = due if wait is None else min(wait, due)
                 if wait is not None and wait <= 0:
                     return []
-                await self._store.wait_for_change(self.subscription, self.group, result.version,
-                                                  wait)
+                if self._relay:
+                    await self._wait_in_relay(result.version, wait, loop)
+                else:
+                    await self._store.wait_for_change(self.subscription, self.group,
+                                                      result.version, wait)
                 self._raise_if_closed()
         finally:
             self._fetching -= 1
             self._last_seen = loop.time()
+
+    async def _wait_in_relay(self, version: int, timeout: float | None,
+                             loop: asyncio.AbstractEventLoop) -> None:
+        runtime = self.runtime
+        if runtime.store_waiter is None:
+            runtime.store_waiter = self
+            try:
+                await self._store.wait_for_change(self.subscription, self.group, version,
+                                                  timeout)
+            finally:
+                if runtime.store_waiter is self:
+                    runtime.store_waiter = None
+                runtime.wake_one()
+            return
+        fut: asyncio.Future[None] = loop.create_future()
+        runtime.followers.append(fut)
+        timer = None if timeout is None else loop.call_later(timeout, _resolve, fut)
+        try:
+            await fut
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if not fut.done():
+                fut.cancel()
 
     def _raise_if_closed(self) -> None:
         if self.closed:
@@ -473,6 +516,7 @@ class Consumer:
                 await store.delete_group(self.subscription, self.group)
         finally:
             store.notify(self.subscription)
+            runtime.wake_one()
         log.debug("consumer %s left %s (%s), released %d", self.consumer_id, self.subscription,
                   reason, len(held))
 
@@ -561,6 +605,11 @@ class SubscriptionEngine:
                 t.cancel()
             with suppress(asyncio.CancelledError):
                 await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 async def _wait(aw: Awaitable[Any], deadline: float | None,

@@ -1,0 +1,124 @@
+"""gRPC scenarios: one stream to one remote consumer in another process through the gRPC
+provider, with acks; beside raw grpc.aio server streams (one message per event, and 100 events
+per message) to a client in another process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+import grpc
+
+from svrnty_events.events import record
+
+from .common import Result, Stopwatch, Tick, latency_stats, streaming
+
+ROOT = Path(__file__).resolve().parent.parent
+PAYLOAD = b'{"n":12345,"sent_ns":0}'
+
+
+async def start_worker(*args: str) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "benchmarks.grpc_worker", *args, cwd=str(ROOT),
+        stdout=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 30)
+    if line.strip() != b"ready":
+        proc.kill()
+        raise RuntimeError(f"benchmark worker did not start: {line!r}")
+    return proc
+
+
+async def finish_worker(proc: asyncio.subprocess.Process, timeout: float = 300) -> dict:
+    assert proc.stdout is not None
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout)
+        await asyncio.wait_for(proc.wait(), 30)
+        return json.loads(line)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def ours(n: int, rate: int | None = None) -> dict:
+    s = streaming(window=2000)
+    s.add_delivery("grpc", port=0, max_batch=500)
+    async with s.run() as host:
+        target = f"127.0.0.1:{host.providers['grpc'].port}"
+        args = ["ours", target, "sub0", str(n)] + (["latency"] if rate else [])
+        proc = await start_worker(*args)
+        with Stopwatch() as sw:
+            if rate is None:
+                batch = [record(Tick(n=i), stream="s0", correlation_id="bench")
+                         for i in range(n)]
+                for i in range(0, n, 500):
+                    await host.publish("s0", batch[i:i + 500], external=False)
+                    await asyncio.sleep(0)
+            else:
+                loop = asyncio.get_running_loop()
+                start = loop.time()
+                sent = 0
+                while sent < n:
+                    due = min(int((loop.time() - start) * rate) + 1, n)
+                    while sent < due:
+                        e = record(Tick(n=sent), stream="s0", correlation_id="bench",
+                                   headers={"sent_ns": str(time.monotonic_ns())})
+                        await host.publish("s0", [e], external=False)
+                        sent += 1
+                        await asyncio.sleep(0)
+                    await asyncio.sleep(0.0005)
+            result = await finish_worker(proc)
+        result["wall"] = sw.elapsed
+        return result
+
+
+async def raw(n: int, per_message: int) -> float:
+    messages = n // per_message
+    body = per_message.to_bytes(4, "big") + PAYLOAD * per_message
+
+    async def stream(request: bytes, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]
+        for _ in range(messages):
+            yield body
+
+    handler = grpc.method_handlers_generic_handler("bench.Raw", {
+        "Stream": grpc.unary_stream_rpc_method_handler(
+            stream, request_deserializer=lambda b: b, response_serializer=lambda b: b)})
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        proc = await start_worker("raw", f"127.0.0.1:{port}", str(messages * per_message))
+        result = await finish_worker(proc)
+        return result["count"] / result["elapsed"]
+    finally:
+        await server.stop(1)
+
+
+async def run(quick: bool, progress) -> list[Result]:  # type: ignore[no-untyped-def]
+    n = 50_000 if quick else 200_000
+    progress("gRPC: raw grpc.aio stream, one message per event")
+    raw_one = await raw(n // 5, 1)
+    progress("gRPC: raw grpc.aio stream, 100 events per message")
+    raw_batch = await raw(n * 5, 100)
+    progress("gRPC: ours, one stream to one remote consumer with acks")
+    result = await ours(n)
+    rate = result["count"] / result["elapsed"]
+    results = [
+        Result("gRPC remote consumer, acked", rate, baseline="raw grpc.aio 1 event/msg",
+               baseline_events_per_s=raw_one, ratio=rate / raw_one),
+        Result("gRPC remote consumer, acked (vs batched raw)", rate,
+               baseline="raw grpc.aio 100 events/msg", baseline_events_per_s=raw_batch,
+               ratio=rate / raw_batch),
+    ]
+    progress("gRPC: latency at 5,000 events/s")
+    seconds = 1.0 if quick else 3.0
+    lat = await ours(int(5_000 * seconds), rate=5_000)
+    p50, p99, p999 = latency_stats(lat["latencies_ns"])
+    results.append(Result("gRPC latency @5k/s", 5_000, p50_us=p50, p99_us=p99,
+                          extra={"p99_9_us": p999}))
+    return results
