@@ -18,6 +18,7 @@ when the backing service cannot be reached; the operation then had no effect.
 from __future__ import annotations
 
 import abc
+import asyncio
 import enum
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -97,6 +98,47 @@ class StreamInfo(msgspec.Struct):
     #: sequence the next appended event will get
     next_sequence: int
     metadata: dict[str, str] = {}
+
+
+class ChangeNotifier:
+    """A change counter with waiters: what a store's ``wait_for_change`` and ``notify`` can be
+    built on within one process (no polling). ``bump()`` after every change that may make
+    something claimable; ``await wait(version, timeout)`` returns the current version."""
+
+    __slots__ = ("version", "_waiters")
+
+    def __init__(self) -> None:
+        self.version = 0
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def bump(self) -> None:
+        self.version += 1
+        if self._waiters:
+            waiters, self._waiters = self._waiters, []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def wait(self, version: int, timeout: float | None) -> int:
+        if self.version != version:
+            return self.version
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(fut)
+        timer = None if timeout is None else loop.call_later(timeout, _resolve, fut)
+        try:
+            await fut
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if not fut.done():
+                fut.cancel()
+        return self.version
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 class EventStore(abc.ABC):

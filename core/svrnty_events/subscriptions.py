@@ -503,10 +503,10 @@ class Consumer:
             del runtime.consumers[self.consumer_id]
         store = self._store
         try:
-            if held:
-                for d in held:
-                    d.settled = True
-                await store.release(self.subscription, self.group, self.consumer_id)
+            for d in held:
+                d.settled = True
+            # always: a claim cancelled after the store committed it may hold events we never saw
+            await store.release(self.subscription, self.group, self.consumer_id)
             for d in held:
                 runtime.mode.settled(self.consumer_id, d.record)
             if self.consumer_id not in runtime.consumers:

@@ -21,6 +21,7 @@ from svrnty_events.errors import ConcurrencyError, UnknownStreamError, UnknownSu
 from svrnty_events.events import RecordedEvent, utcnow
 from svrnty_events.store import (
     Capabilities,
+    ChangeNotifier,
     Claimed,
     ClaimResult,
     DeadLetter,
@@ -40,45 +41,6 @@ class MemoryStoreOptions(msgspec.Struct, forbid_unknown_fields=True):
     max_events_per_stream: int = 0
 
 
-class _Notifier:
-    """A change counter with waiters: the push half of the store (no polling)."""
-
-    __slots__ = ("version", "_waiters")
-
-    def __init__(self) -> None:
-        self.version = 0
-        self._waiters: list[asyncio.Future[None]] = []
-
-    def bump(self) -> None:
-        self.version += 1
-        if self._waiters:
-            waiters, self._waiters = self._waiters, []
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
-
-    async def wait(self, version: int, timeout: float | None) -> int:
-        if self.version != version:
-            return self.version
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        self._waiters.append(fut)
-        timer = None if timeout is None else loop.call_later(timeout, _expire, fut)
-        try:
-            await fut
-        finally:
-            if timer is not None:
-                timer.cancel()
-            if not fut.done():
-                fut.cancel()
-        return self.version
-
-
-def _expire(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
 class _Stream:
     def __init__(self, config: StreamConfig) -> None:
         self.config = config
@@ -86,7 +48,7 @@ class _Stream:
         self.base = 0  # sequence of events[0]
         self.ids: dict[str, int] = {}
         self.versions: dict[str, int] = {}
-        self.notifier = _Notifier()
+        self.notifier = ChangeNotifier()
         self.subscriptions: list[_Subscription] = []
 
     @property
@@ -151,7 +113,7 @@ class _Subscription:
     stream: _Stream
     groups: dict[str, _Group] = field(default_factory=dict)
     floor: int = 0
-    dead: dict[str, DeadLetter] = field(default_factory=dict)
+    dead: dict[tuple[str, str], DeadLetter] = field(default_factory=dict)  # (group, event id)
     receipts: dict[tuple[str, str], Receipt] = field(default_factory=dict)
     processed: set[str] = field(default_factory=set)
 
@@ -493,7 +455,7 @@ class MemoryStore(EventStore):
         self._forget(g, f.sequence)
         if e is None:
             return False
-        sub.dead[event_id] = DeadLetter(
+        sub.dead[(group, event_id)] = DeadLetter(
             event=e, subscription=subscription, group=group, consumer_id=consumer_id,
             reason=reason, attempts=attempts, dead_lettered_at=utcnow(), error=error)
         return True
@@ -506,14 +468,15 @@ class MemoryStore(EventStore):
     def _pick(self, sub: _Subscription, event_ids: Sequence[str] | None) -> list[DeadLetter]:
         if event_ids is None:
             return list(sub.dead.values())
-        return [sub.dead[i] for i in event_ids if i in sub.dead]
+        wanted = set(event_ids)
+        return [d for (_, i), d in sub.dead.items() if i in wanted]
 
     async def replay_dead_letters(self, subscription: str,
                                   event_ids: Sequence[str] | None = None) -> int:
         sub = self._sub(subscription)
         letters = self._pick(sub, event_ids)
         for d in letters:
-            del sub.dead[d.event.id]
+            del sub.dead[(d.group, d.event.id)]
             _, g = self._group(subscription, d.group)
             if sub.stream.get(d.event.sequence) is not None:
                 heapq.heappush(g.available, d.event.sequence)
@@ -526,7 +489,7 @@ class MemoryStore(EventStore):
         sub = self._sub(subscription)
         letters = self._pick(sub, event_ids)
         for d in letters:
-            del sub.dead[d.event.id]
+            del sub.dead[(d.group, d.event.id)]
         return len(letters)
 
     # --- receipts, idempotency ------------------------------------------------------------

@@ -44,6 +44,7 @@ from svrnty_events.errors import (
 from svrnty_events.events import RecordedEvent
 from svrnty_events.store import (
     Capabilities,
+    ChangeNotifier,
     Claimed,
     ClaimResult,
     DeadLetter,
@@ -376,43 +377,12 @@ class _FileLock:
             os.close(fd)  # closing the descriptor drops the lock
 
 
-class _Notifier:
-    """A change counter with waiters: the push half of the store (no polling)."""
-
-    __slots__ = ("version", "_event")
-
-    def __init__(self) -> None:
-        self.version = 0
-        self._event: asyncio.Event | None = None
-
-    def bump(self) -> None:
-        self.version += 1
-        if self._event is not None:
-            self._event.set()
-            self._event = None
-
-    async def wait(self, version: int, timeout: float | None) -> int:
-        if self.version != version:
-            return self.version
-        if self._event is None:
-            self._event = asyncio.Event()
-        event = self._event
-        if timeout is None:
-            await event.wait()
-        else:
-            try:
-                await asyncio.wait_for(event.wait(), timeout)
-            except (asyncio.TimeoutError, TimeoutError):
-                pass
-        return self.version
-
-
 @dataclass
 class _Stream:
     id: int
     name: str
     config: StreamConfig
-    notifier: _Notifier = field(default_factory=_Notifier)
+    notifier: ChangeNotifier = field(default_factory=ChangeNotifier)
     appended_since_trim: int = 0
 
 
