@@ -27,7 +27,7 @@ PY
 }
 
 args=()
-for dir in . providers/*/ sample/; do
+for dir in . providers/*/ sample/ examples/*/; do
     dir=${dir%/}
     if [ -f "$dir/pyproject.toml" ]; then
         args+=(--editable "$(requirement "$dir")")

@@ -151,14 +151,14 @@ class EventStreaming:
         return EventStreamingHost(self, pm, registry)
 
     @asynccontextmanager
-    async def run(self) -> AsyncIterator[EventStreamingHost]:
-        """Start a host; stop it on exit."""
+    async def run(self, *, grace: float = 5.0) -> AsyncIterator[EventStreamingHost]:
+        """Start a host; stop it on exit, giving providers ``grace`` seconds to finish."""
         host = self.build_host()
         await host.start()
         try:
             yield host
         finally:
-            await host.stop()
+            await host.stop(grace)
 
 
 class EventStreamingHost:
@@ -344,6 +344,10 @@ class EventStreamingHost:
         return await self.query(self.handlers.decode(handler, payload))
 
     # --- streams -----------------------------------------------------------------------------------
+
+    def subscription_config(self, subscription: str) -> SubscriptionConfig:
+        """The configuration of a subscription. Raises UnknownSubscriptionError."""
+        return self.engine.runtime(subscription).config
 
     def stream_config(self, stream: str) -> StreamConfig:
         try:
