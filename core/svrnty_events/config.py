@@ -7,6 +7,7 @@ Errors name the path of the offending field, e.g.
 from __future__ import annotations
 
 import enum
+import random
 import re
 import tomllib
 from pathlib import Path
@@ -80,6 +81,9 @@ class SubscriptionConfig(_Config):
     backoff: Backoff = Backoff.FIXED
     backoff_multiplier: float = 2.0
     max_redelivery_delay: float = 300.0
+    #: spread each redelivery delay by up to this fraction, at random (0.1 = +/-10%), so events
+    #: that failed together do not come back in lockstep
+    backoff_jitter: float = 0.0
     #: un-acked events a consumer may hold at once (its backpressure window)
     window: int = 100
     #: seconds without a heartbeat (or any request) before a consumer is dropped
@@ -92,10 +96,13 @@ class SubscriptionConfig(_Config):
 
     def redelivery_delay_for(self, attempt: int) -> float:
         """Delay before redelivery after delivery number ``attempt`` failed."""
+        delay = self.redelivery_delay
         if self.backoff == Backoff.EXPONENTIAL:
-            delay = self.redelivery_delay * self.backoff_multiplier ** max(attempt - 1, 0)
-            return min(delay, self.max_redelivery_delay)
-        return self.redelivery_delay
+            delay = min(delay * self.backoff_multiplier ** max(attempt - 1, 0),
+                        self.max_redelivery_delay)
+        if self.backoff_jitter:
+            delay *= 1.0 + random.uniform(-self.backoff_jitter, self.backoff_jitter)
+        return delay
 
 
 class StoreConfig(_Config):

@@ -233,6 +233,9 @@ class EventStreamingHost:
                 if getattr(sub, field_name) <= 0:
                     raise ConfigError(f"subscriptions[{i}].{field_name}", "must be > 0",
                                       source=src)
+            if not 0.0 <= sub.backoff_jitter < 1.0:
+                raise ConfigError(f"subscriptions[{i}].backoff_jitter",
+                                  "must be >= 0 and < 1", source=src)
             if sub.window < 1:
                 raise ConfigError(f"subscriptions[{i}].window", "must be >= 1", source=src)
             if sub.max_delivery_attempts < 0:
