@@ -1,0 +1,512 @@
+"""Lua scripts: every multi-key step of the store runs atomically inside Redis.
+
+Conventions shared by the scripts (see the README for the whole mapping):
+
+* the entry of sequence ``n`` in a stream has the id ``n-1`` (so ``0-0`` is "before the
+  first event" and a sequence maps to an id without a lookup);
+* a delivery group ``g`` of subscription ``s`` is the Redis consumer group ``s:g``; real
+  consumers own their in-flight entries in its pending-entries list (PEL), the pseudo consumer
+  ``svrnty:parked`` owns entries waiting for redelivery and ``svrnty:dead`` dead-lettered ones,
+  so the PEL's delivery count is the attempt count of every event the group has not settled;
+* per group: ``avail`` (sorted set of sequences claimable now), ``timers`` (sorted set of
+  sequences scored by the Redis time, in ms, at which they become claimable: visibility
+  deadlines of in-flight entries and due times of delayed ones), ``reasons`` (hash sequence ->
+  last nack reason).
+
+Times come from Redis ``TIME``, so deadlines agree across hosts whatever their clocks say.
+"""
+
+from __future__ import annotations
+
+COMMON = r"""
+local PARKED = 'svrnty:parked'
+local DEAD = 'svrnty:dead'
+
+local function fmt(n) return string.format('%d', n) end
+local function id_of(m) return m .. '-1' end
+local function seq_of(id) return tonumber(string.match(id, '^(%d+)-')) end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- owner and delivery count of a pending entry, or nil
+local function pending(log, gname, id)
+  local p = redis.call('XPENDING', log, gname, id, id, 1)
+  if #p == 0 then return nil, nil end
+  return p[1][2], tonumber(p[1][4])
+end
+
+local function first_seq(log, meta)
+  local e = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)
+  if #e > 0 then return seq_of(e[1][1]) end
+  return tonumber(redis.call('HGET', meta, 'next') or '0')
+end
+
+local function last_delivered(log, gname)
+  local ok, gs = pcall(redis.call, 'XINFO', 'GROUPS', log)
+  if not ok then return nil end
+  for _, g in ipairs(gs) do
+    local name, last
+    for i = 1, #g, 2 do
+      if g[i] == 'name' then name = g[i + 1] elseif g[i] == 'last-delivered-id' then last = g[i + 1] end
+    end
+    if name == gname then
+      if last == '0-0' then return -1 end
+      return seq_of(last)
+    end
+  end
+  return nil
+end
+
+-- lowest sequence the group has not settled (cursor, available, in flight or delayed)
+local function group_floor(last, avail, timers)
+  local f = last + 1
+  local a = redis.call('ZRANGE', avail, 0, 0)
+  if #a > 0 and tonumber(a[1]) < f then f = tonumber(a[1]) end
+  for _, m in ipairs(redis.call('ZRANGE', timers, 0, -1)) do
+    local s = tonumber(m)
+    if s < f then f = s end
+  end
+  return f
+end
+
+local function create_group(log, meta, groups, subs, sub, group, gname, start)
+  local first = first_seq(log, meta)
+  local begin
+  if start then
+    begin = math.max(start, first)
+  else
+    begin = math.max(tonumber(redis.call('HGET', subs, sub) or '0'), first)
+  end
+  local last = '0-0'
+  if begin > 0 then last = fmt(begin - 1) .. '-1' end
+  local ok, err = pcall(redis.call, 'XGROUP', 'CREATE', log, gname, last, 'MKSTREAM')
+  if not ok and not string.find(tostring(err), 'BUSYGROUP') then error(err) end
+  redis.call('SADD', groups, group)
+end
+
+-- move entries whose timer is due to 'avail' (expired in-flight ones are parked first)
+local function process_due(log, gname, avail, timers, reasons, now)
+  local due = redis.call('ZRANGEBYSCORE', timers, '-inf', now, 'LIMIT', 0, 1000)
+  for _, m in ipairs(due) do
+    redis.call('ZREM', timers, m)
+    local id = id_of(m)
+    local owner = pending(log, gname, id)
+    if owner and owner ~= DEAD then
+      if owner ~= PARKED then
+        redis.call('XCLAIM', log, gname, PARKED, 0, id, 'JUSTID')
+        redis.call('HSETNX', reasons, m, 'visibility timeout expired')
+      end
+      redis.call('ZADD', avail, m, m)
+    elseif not owner then
+      redis.call('HDEL', reasons, m)
+    end
+  end
+end
+
+local function next_due(timers)
+  local t = redis.call('ZRANGE', timers, 0, 0, 'WITHSCORES')
+  if #t == 0 then return false end
+  return t[2]
+end
+
+-- new entries past the group's cursor, straight into the consumer's PEL
+local function read_new(log, gname, consumer, timers, n, deadline, out)
+  if n <= 0 then return end
+  local r = redis.call('XREADGROUP', 'GROUP', gname, consumer, 'COUNT', n, 'STREAMS', log, '>')
+  if not r then return end
+  for _, e in ipairs(r[1][2]) do
+    local m = fmt(seq_of(e[1]))
+    redis.call('ZADD', timers, deadline, m)
+    out[#out + 1] = {m, 1, false, e[2]}
+  end
+end
+"""
+
+# KEYS: log meta versions; ARGV: eid-prefix expected corr dedup-ms maxlen max-age-ms channel
+#       then 7 per event: id type corr ts content-type data headers
+APPEND = COMMON + r"""
+local log, meta, versions = KEYS[1], KEYS[2], KEYS[3]
+if ARGV[2] ~= '' then
+  local actual = tonumber(redis.call('HGET', versions, ARGV[3]) or '0')
+  if actual ~= tonumber(ARGV[2]) then return {'conflict', actual} end
+end
+local now = now_ms()
+local seq = tonumber(redis.call('HGET', meta, 'next') or '0')
+local ttl = tonumber(ARGV[4])
+local out = {}
+local batch = {}
+local added = 0
+local n = (#ARGV - 7) / 7
+for i = 0, n - 1 do
+  local b = 8 + i * 7
+  local id = ARGV[b]
+  local key = ARGV[1] .. id
+  local prev = batch[id] or redis.call('GET', key)
+  if prev then
+    out[#out + 1] = prev
+  else
+    local m = fmt(seq)
+    local fields = {'id', id, 'type', ARGV[b + 1], 'corr', ARGV[b + 2], 'ts', ARGV[b + 3],
+                    'ct', ARGV[b + 4], 'data', ARGV[b + 5], 't', now}
+    if ARGV[b + 6] ~= '' then
+      fields[#fields + 1] = 'h'
+      fields[#fields + 1] = ARGV[b + 6]
+    end
+    redis.call('XADD', log, m .. '-1', unpack(fields))
+    redis.call('SET', key, m, 'PX', ttl)
+    redis.call('HINCRBY', versions, ARGV[b + 2], 1)
+    batch[id] = m
+    out[#out + 1] = m
+    seq = seq + 1
+    added = added + 1
+  end
+end
+if added > 0 then
+  redis.call('HSET', meta, 'next', fmt(seq))
+  local maxlen = tonumber(ARGV[5])
+  if maxlen > 0 then redis.call('XTRIM', log, 'MAXLEN', maxlen) end
+  local max_age = tonumber(ARGV[6])
+  if max_age > 0 then
+    local cutoff = now - max_age
+    local keep = nil
+    while true do
+      local e = redis.call('XRANGE', log, '-', '+', 'COUNT', 256)
+      if #e == 0 then break end
+      for _, x in ipairs(e) do
+        local t = 0
+        for j = 1, #x[2], 2 do if x[2][j] == 't' then t = tonumber(x[2][j + 1]) end end
+        if t >= cutoff then keep = x[1] break end
+      end
+      if keep then
+        redis.call('XTRIM', log, 'MINID', keep)
+        break
+      end
+      redis.call('XTRIM', log, 'MINID', fmt(seq_of(e[#e][1]) + 1) .. '-0')
+    end
+  end
+  redis.call('PUBLISH', ARGV[7], '')
+end
+return {'ok', redis.call('XLEN', log), out}
+"""
+
+# KEYS: log meta subs; ARGV: sub-base (tag prefix of the stream's keys)
+TRIM_EPHEMERAL = COMMON + r"""
+local log, meta, subs = KEYS[1], KEYS[2], KEYS[3]
+local low = tonumber(redis.call('HGET', meta, 'next') or '0')
+local flat = redis.call('HGETALL', subs)
+for i = 1, #flat, 2 do
+  local sub, floor = flat[i], tonumber(flat[i + 1])
+  local base = ARGV[1] .. sub
+  local groups = redis.call('SMEMBERS', base .. ':groups')
+  if #groups == 0 then
+    if floor < low then low = floor end
+  else
+    for _, g in ipairs(groups) do
+      local last = last_delivered(log, sub .. ':' .. g)
+      if last then
+        local gb = base .. ':g:' .. g
+        local f = group_floor(last, gb .. ':avail', gb .. ':timers')
+        if f < low then low = f end
+      end
+    end
+  end
+end
+if low > first_seq(log, meta) then
+  redis.call('XTRIM', log, 'MINID', fmt(low) .. '-0')
+end
+return low
+"""
+
+# KEYS: log meta subs; ARGV: sub
+CREATE_SUBSCRIPTION = COMMON + r"""
+redis.call('HSETNX', KEYS[3], ARGV[1], fmt(first_seq(KEYS[1], KEYS[2])))
+return 1
+"""
+
+# KEYS: log meta groups subs; ARGV: sub group gname start('' = none)
+ENSURE_GROUP = COMMON + r"""
+if redis.call('SISMEMBER', KEYS[3], ARGV[2]) == 1 then return 0 end
+local start = nil
+if ARGV[4] ~= '' then start = tonumber(ARGV[4]) end
+create_group(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], start)
+return 1
+"""
+
+# KEYS: log groups avail timers reasons subs; ARGV: sub group gname
+DELETE_GROUP = COMMON + r"""
+local log, groups, avail, timers, reasons, subs = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+if redis.call('SISMEMBER', groups, ARGV[2]) == 0 then return 0 end
+local last = last_delivered(log, ARGV[3])
+local f = nil
+if last then f = group_floor(last, avail, timers) end
+pcall(redis.call, 'XGROUP', 'DESTROY', log, ARGV[3])
+redis.call('DEL', avail, timers, reasons)
+redis.call('SREM', groups, ARGV[2])
+if f and redis.call('SCARD', groups) == 0 then
+  local cur = tonumber(redis.call('HGET', subs, ARGV[1]) or '0')
+  if f > cur then redis.call('HSET', subs, ARGV[1], fmt(f)) end
+end
+return 1
+"""
+
+_GROUP_PREAMBLE = r"""
+local log, meta, groups, subs, avail, timers, reasons = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local sub, group, gname = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('SISMEMBER', groups, group) == 0 then
+  create_group(log, meta, groups, subs, sub, group, gname, nil)
+end
+local now = now_ms()
+"""
+
+# Claim without a selector, in one step.
+# KEYS: log meta groups subs avail timers reasons; ARGV: sub group gname consumer max vt-ms
+CLAIM = COMMON + _GROUP_PREAMBLE + r"""
+local consumer, max, deadline = ARGV[4], tonumber(ARGV[5]), now + tonumber(ARGV[6])
+process_due(log, gname, avail, timers, reasons, now)
+local out = {}
+if max > 0 then
+  for _, m in ipairs(redis.call('ZRANGE', avail, 0, max - 1)) do
+    redis.call('ZREM', avail, m)
+    local id = id_of(m)
+    local owner, count = pending(log, gname, id)
+    local r = nil
+    if owner then r = redis.call('XCLAIM', log, gname, consumer, 0, id, 'RETRYCOUNT', count + 1) end
+    if r and #r > 0 and r[1] then
+      redis.call('ZADD', timers, deadline, m)
+      out[#out + 1] = {m, count + 1, redis.call('HGET', reasons, m), r[1][2]}
+    else
+      redis.call('HDEL', reasons, m)
+    end
+  end
+end
+read_new(log, gname, consumer, timers, max - #out, deadline, out)
+return {now, next_due(timers), out}
+"""
+
+# Claim with a selector, step 1: due timers, then a page of available entries to look at.
+# ARGV: sub group gname after-seq page process-due(0/1)
+PEEK = COMMON + _GROUP_PREAMBLE + r"""
+if ARGV[6] == '1' then process_due(log, gname, avail, timers, reasons, now) end
+local out = {}
+local page = redis.call('ZRANGEBYSCORE', avail, '(' .. ARGV[4], '+inf', 'LIMIT', 0, tonumber(ARGV[5]))
+for _, m in ipairs(page) do
+  local e = redis.call('XRANGE', log, id_of(m), id_of(m))
+  if #e == 0 then  -- trimmed by retention meanwhile
+    redis.call('ZREM', avail, m)
+    redis.call('HDEL', reasons, m)
+    redis.call('XACK', log, gname, id_of(m))
+  else
+    out[#out + 1] = {m, e[1][2]}
+  end
+end
+return {now, #page, out}
+"""
+
+# Claim with a selector, step 2: take the chosen available entries, settle the dropped ones,
+# hand back the entries the consumer read but the selector skipped or dropped, then read up to
+# n new entries into the consumer's PEL.
+# ARGV: sub group gname consumer vt-ms channel n-new n-deliver n-drop n-skip n-dropnew seqs...
+TAKE = COMMON + _GROUP_PREAMBLE + r"""
+local consumer, deadline, channel = ARGV[4], now + tonumber(ARGV[5]), ARGV[6]
+local n_new, nd, nx, ns, nn = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local i = 12
+local taken = {}
+for _ = 1, nd do
+  local m = ARGV[i]; i = i + 1
+  if redis.call('ZREM', avail, m) == 1 then
+    local owner, count = pending(log, gname, id_of(m))
+    local r = nil
+    if owner then r = redis.call('XCLAIM', log, gname, consumer, 0, id_of(m), 'JUSTID', 'RETRYCOUNT', count + 1) end
+    if r and #r > 0 then
+      redis.call('ZADD', timers, deadline, m)
+      taken[#taken + 1] = {m, count + 1, redis.call('HGET', reasons, m)}
+    else
+      redis.call('HDEL', reasons, m)
+    end
+  end
+end
+for _ = 1, nx do
+  local m = ARGV[i]; i = i + 1
+  if redis.call('ZREM', avail, m) == 1 then
+    redis.call('XACK', log, gname, id_of(m))
+    redis.call('HDEL', reasons, m)
+  end
+end
+local skipped = 0
+for _ = 1, ns do
+  local m = ARGV[i]; i = i + 1
+  if pending(log, gname, id_of(m)) == consumer then
+    redis.call('XCLAIM', log, gname, PARKED, 0, id_of(m), 'JUSTID', 'RETRYCOUNT', 0)
+    redis.call('ZREM', timers, m)
+    redis.call('ZADD', avail, m, m)
+    skipped = skipped + 1
+  end
+end
+for _ = 1, nn do
+  local m = ARGV[i]; i = i + 1
+  if pending(log, gname, id_of(m)) == consumer then
+    redis.call('XACK', log, gname, id_of(m))
+    redis.call('ZREM', timers, m)
+    redis.call('HDEL', reasons, m)
+  end
+end
+if skipped > 0 then redis.call('PUBLISH', channel, '') end
+local new = {}
+read_new(log, gname, consumer, timers, n_new, deadline, new)
+return {now, next_due(timers), taken, new}
+"""
+
+# KEYS: log groups timers reasons; ARGV: gname group consumer eid-prefix then pairs (event-id, seq|'')
+ACK = COMMON + r"""
+local log, groups, timers, reasons = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local gname, consumer = ARGV[1], ARGV[3]
+local missing = {}
+local known = redis.call('SISMEMBER', groups, ARGV[2]) == 1
+for i = 5, #ARGV, 2 do
+  local m = ARGV[i + 1]
+  if m == '' then m = redis.call('GET', ARGV[4] .. ARGV[i]) end
+  local ok = false
+  if m and known and pending(log, gname, id_of(m)) == consumer then
+    redis.call('XACK', log, gname, id_of(m))
+    redis.call('ZREM', timers, m)
+    redis.call('HDEL', reasons, m)
+    ok = true
+  end
+  if not ok then missing[#missing + 1] = ARGV[i] end
+end
+return missing
+"""
+
+# KEYS: log groups avail timers reasons; ARGV: gname group consumer eid-prefix event-id seq
+#       delay-ms reason channel
+NACK = COMMON + r"""
+local log, groups, avail, timers, reasons = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local gname, consumer = ARGV[1], ARGV[3]
+if redis.call('SISMEMBER', groups, ARGV[2]) == 0 then return 0 end
+local m = ARGV[6]
+if m == '' then m = redis.call('GET', ARGV[4] .. ARGV[5]) end
+if not m or pending(log, gname, id_of(m)) ~= consumer then return 0 end
+redis.call('XCLAIM', log, gname, PARKED, 0, id_of(m), 'JUSTID')
+redis.call('ZREM', timers, m)
+if ARGV[8] ~= '' then redis.call('HSET', reasons, m, ARGV[8]) end
+local delay = tonumber(ARGV[7])
+if delay > 0 then
+  redis.call('ZADD', timers, now_ms() + delay, m)
+else
+  redis.call('ZADD', avail, m, m)
+end
+redis.call('PUBLISH', ARGV[9], '')
+return 1
+"""
+
+# KEYS: log groups avail timers; ARGV: gname group consumer channel
+RELEASE = COMMON + r"""
+local log, groups, avail, timers = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local gname, consumer = ARGV[1], ARGV[3]
+if redis.call('SISMEMBER', groups, ARGV[2]) == 0 then return 0 end
+local n = 0
+while true do
+  local p = redis.call('XPENDING', log, gname, '-', '+', 1000, consumer)
+  for _, x in ipairs(p) do
+    local m = fmt(seq_of(x[1]))
+    redis.call('XCLAIM', log, gname, PARKED, 0, x[1], 'JUSTID')
+    redis.call('ZREM', timers, m)
+    redis.call('ZADD', avail, m, m)
+    n = n + 1
+  end
+  if #p < 1000 then break end
+end
+if n > 0 then redis.call('PUBLISH', ARGV[4], '') end
+return n
+"""
+
+# KEYS: log groups avail timers reasons dead dead-index
+# ARGV: gname group consumer eid-prefix event-id seq reason attempts error has-error
+DEAD_LETTER = COMMON + r"""
+local log, groups, avail, timers, reasons, dead, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local gname = ARGV[1]
+if redis.call('SISMEMBER', groups, ARGV[2]) == 0 then return 0 end
+local m = ARGV[6]
+if m == '' then m = redis.call('GET', ARGV[4] .. ARGV[5]) end
+if not m then return 0 end
+local owner = pending(log, gname, id_of(m))
+if not owner or owner == DEAD then return 0 end
+redis.call('ZREM', timers, m)
+redis.call('ZREM', avail, m)
+redis.call('HDEL', reasons, m)
+local e = redis.call('XRANGE', log, id_of(m), id_of(m))
+if #e == 0 then
+  redis.call('XACK', log, gname, id_of(m))
+  return 0
+end
+redis.call('XCLAIM', log, gname, DEAD, 0, id_of(m), 'JUSTID')
+local old = redis.call('HGET', index, ARGV[5])
+if old then redis.call('XDEL', dead, old) end
+local fields = {'seq', m, 'group', ARGV[2], 'consumer', ARGV[3], 'reason', ARGV[7],
+                'attempts', ARGV[8], 'at', now_ms()}
+if ARGV[10] == '1' then
+  fields[#fields + 1] = 'error'
+  fields[#fields + 1] = ARGV[9]
+end
+for _, v in ipairs(e[1][2]) do fields[#fields + 1] = v end
+local xid = redis.call('XADD', dead, '*', unpack(fields))
+redis.call('HSET', index, ARGV[5], xid)
+return 1
+"""
+
+# KEYS: log dead dead-index groups; ARGV: sub sub-base channel replay(1)|purge(0) event-ids...
+SETTLE_DEAD = COMMON + r"""
+local log, dead, index, groups = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local sub, base, replay = ARGV[1], ARGV[2], ARGV[4] == '1'
+local letters = {}
+if #ARGV == 4 then
+  letters = redis.call('XRANGE', dead, '-', '+')
+else
+  for i = 5, #ARGV do
+    local xid = redis.call('HGET', index, ARGV[i])
+    if xid then
+      local e = redis.call('XRANGE', dead, xid, xid)
+      if #e > 0 then letters[#letters + 1] = e[1] end
+    end
+  end
+end
+local n = 0
+for _, x in ipairs(letters) do
+  local f = {}
+  for j = 1, #x[2], 2 do f[x[2][j]] = x[2][j + 1] end
+  redis.call('XDEL', dead, x[1])
+  redis.call('HDEL', index, f['id'])
+  local gname = sub .. ':' .. f['group']
+  if redis.call('SISMEMBER', groups, f['group']) == 1 then
+    if replay then
+      local r = redis.call('XCLAIM', log, gname, PARKED, 0, id_of(f['seq']), 'JUSTID', 'RETRYCOUNT', 0)
+      if #r > 0 then
+        local gb = base .. ':g:' .. f['group']
+        redis.call('HDEL', gb .. ':reasons', f['seq'])
+        redis.call('ZADD', gb .. ':avail', f['seq'], f['seq'])
+      end
+    else
+      redis.call('XACK', log, gname, id_of(f['seq']))
+    end
+  end
+  n = n + 1
+end
+if replay and n > 0 then redis.call('PUBLISH', ARGV[3], '') end
+return n
+"""
+
+# KEYS: receipts; ARGV: consumer read(0/1) event-ids...
+RECEIPTS = COMMON + r"""
+local now = fmt(now_ms())
+for i = 3, #ARGV do
+  local field = ARGV[1] .. '\n' .. ARGV[i]
+  local v = redis.call('HGET', KEYS[1], field)
+  if not v then v = now .. ':' end
+  if ARGV[2] == '1' and string.sub(v, -1) == ':' then v = v .. now end
+  redis.call('HSET', KEYS[1], field, v)
+end
+return 1
+"""

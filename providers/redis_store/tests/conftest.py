@@ -1,0 +1,66 @@
+import os
+import shutil
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from redis_server_proc import RedisServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory):
+    """One redis-server for the session (started here, stopped in finally)."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not on PATH: install Redis >= 7 (Debian/Ubuntu: "
+                    "apt-get install redis-server) to run the Redis store tests")
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path):
+    """A redis-server of the test's own, for tests that stop or restart it."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not on PATH: install Redis >= 7 (Debian/Ubuntu: "
+                    "apt-get install redis-server) to run the Redis store tests")
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture
+async def start_host(tmp_path: Path):
+    """Start host processes (tests/host_process.py); every one is stopped or killed after."""
+    from redis_hosts import HostProcess
+
+    started: list[HostProcess] = []
+
+    async def start(name: str, url: str, prefix: str, **options) -> HostProcess:
+        host = await HostProcess.start(name, url, prefix, tmp_path, **options)
+        started.append(host)
+        return host
+
+    try:
+        yield start
+    finally:
+        for host in started:
+            try:
+                await host.stop()
+            finally:
+                host.kill()

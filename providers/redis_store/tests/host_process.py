@@ -1,0 +1,89 @@
+"""A host process for the many-host tests (run as a script, one process per host).
+
+It starts an EventStreamingHost on the Redis store, then obeys commands read from stdin:
+
+    open CONSUMER_ID ack|hold WINDOW [START]   consume (acking each batch, or holding it)
+    quit                                       stop the host and exit
+
+and reports on stdout, one JSON object a line: {"event": "ready"}, {"event": "opened", ...},
+{"event": "acked" | "held", "consumer": ..., "n": [...], "attempt": [...]}, {"event":
+"unavailable", ...} when Redis cannot be reached (the consumer retries with a backoff).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from svrnty_events import EventStreaming
+from svrnty_events.errors import StoreUnavailableError
+
+
+def report(**fields: object) -> None:
+    sys.stdout.write(json.dumps(fields) + "\n")
+    sys.stdout.flush()
+
+
+async def consume(host, consumer_id: str, ack: bool, window: int, start: int | None) -> None:
+    consumer = None
+    backoff = 0.05
+    while True:
+        try:
+            if consumer is None or consumer.closed:
+                consumer = await host.open_consumer("sub", consumer_id, window=window,
+                                                    start=start)
+                report(event="opened", consumer=consumer_id)
+            batch = await consumer.fetch(timeout=1.0)
+            if not batch:
+                continue
+            numbers = [json.loads(d.data)["n"] for d in batch]
+            attempts = [d.attempt for d in batch]
+            if ack:
+                await consumer.ack([d.id for d in batch])
+            report(event="acked" if ack else "held", consumer=consumer_id, n=numbers,
+                   attempt=attempts)
+            backoff = 0.05
+        except StoreUnavailableError as exc:
+            report(event="unavailable", consumer=consumer_id, error=str(exc)[:200])
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--prefix", required=True)
+    parser.add_argument("--mode", default="exclusive")
+    parser.add_argument("--visibility-timeout", type=float, default=30.0)
+    args = parser.parse_args()
+    streaming = EventStreaming(store="redis", store_options={
+        "url": args.url, "key_prefix": args.prefix, "connect_timeout": 1.0,
+        "socket_timeout": 2.0})
+    streaming.add_stream("s", type="persistent")
+    streaming.add_subscription("s", "sub", mode=args.mode,
+                               visibility_timeout=args.visibility_timeout,
+                               max_delivery_attempts=0)
+    tasks: list[asyncio.Task[None]] = []
+    async with streaming.run() as host:
+        report(event="ready")
+        try:
+            while True:
+                line = await asyncio.to_thread(sys.stdin.readline)
+                words = line.split()
+                if not words or words[0] == "quit":
+                    break
+                if words[0] == "open":
+                    start = int(words[4]) if len(words) > 4 else None
+                    tasks.append(asyncio.ensure_future(
+                        consume(host, words[1], words[2] == "ack", int(words[3]), start)))
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    report(event="stopped")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
