@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from .config import DeliverySemantics, StreamConfig, StreamType, SubscriptionConfig
 from .errors import (
     ConsumerClosedError,
+    StoreUnavailableError,
     SvrntyEventsError,
     UnknownDeliveryError,
     UnknownSubscriptionError,
@@ -284,6 +285,7 @@ class Consumer:
         config = self.runtime.config
         if self._deferred_acks:
             await self.flush_acks()
+        outage = 0.0  # current retry delay while the store is unavailable
         self._fetching += 1
         try:
             while True:
@@ -297,9 +299,21 @@ class Consumer:
                         return []
                     self._raise_if_closed()
                     continue
-                result = await self._store.claim(
-                    self.subscription, self.group, self.consumer_id, max_count=room,
-                    visibility_timeout=config.visibility_timeout, selector=self._selector)
+                try:
+                    result = await self._store.claim(
+                        self.subscription, self.group, self.consumer_id, max_count=room,
+                        visibility_timeout=config.visibility_timeout, selector=self._selector)
+                except StoreUnavailableError as exc:
+                    outage = outage * 2 if outage else 0.05
+                    outage = min(outage, 2.0)
+                    log.warning("store unavailable for %s/%s (%s): retrying in %.2fs",
+                                self.subscription, self.consumer_id, exc, outage)
+                    if deadline is not None and loop.time() + outage >= deadline:
+                        return []
+                    await asyncio.sleep(outage)
+                    self._raise_if_closed()
+                    continue
+                outage = 0.0
                 if result.claimed:
                     if self._relay:  # there may be more: let the next waiting consumer look
                         self.runtime.wake_one()
@@ -314,11 +328,14 @@ class Consumer:
                     wait = due if wait is None else min(wait, due)
                 if wait is not None and wait <= 0:
                     return []
-                if self._relay:
-                    await self._wait_in_relay(result.version, wait, loop)
-                else:
-                    await self._store.wait_for_change(self.subscription, self.group,
-                                                      result.version, wait)
+                try:
+                    if self._relay:
+                        await self._wait_in_relay(result.version, wait, loop)
+                    else:
+                        await self._store.wait_for_change(self.subscription, self.group,
+                                                          result.version, wait)
+                except StoreUnavailableError:
+                    continue  # the claim will find out and back off
                 self._raise_if_closed()
         finally:
             self._fetching -= 1
@@ -410,8 +427,14 @@ class Consumer:
                 d.settled = True
                 known.append(d)
         if known:
-            await self._store.ack(self.subscription, self.group, self.consumer_id,
-                                  [d.record.id for d in known])
+            try:
+                await self._store.ack(self.subscription, self.group, self.consumer_id,
+                                      [d.record.id for d in known])
+            except BaseException:
+                for d in known:  # not acked: still held, so a retry can ack them
+                    d.settled = False
+                    held[d.record.id] = d
+                raise
             self._settled(known)
             if self.runtime.mode.receipts:
                 await self._store.record_receipts(self.subscription, self.consumer_id,
@@ -619,9 +642,10 @@ async def _wait(aw: Awaitable[Any], deadline: float | None,
         await aw
         return True
     try:
-        await asyncio.wait_for(aw, max(deadline - loop.time(), 0.0))
+        async with asyncio.timeout_at(deadline):
+            await aw
         return True
-    except (asyncio.TimeoutError, TimeoutError):
+    except TimeoutError:
         return False
 
 
@@ -702,6 +726,7 @@ class Subscriber:
     async def next(self, timeout: float | None = None) -> Delivery | None:
         """The next delivery, or None after ``timeout`` seconds without one."""
         try:
-            return await asyncio.wait_for(self.__anext__(), timeout)
-        except (asyncio.TimeoutError, TimeoutError):
+            async with asyncio.timeout(timeout):
+                return await self.__anext__()
+        except TimeoutError:
             return None
