@@ -708,6 +708,9 @@ class Subscriber:
 
     async def __anext__(self) -> Delivery:
         consumer = await self.open()
+        if consumer.closed:  # what was prefetched was released with the consumer
+            self._buffer.clear()
+            raise StopAsyncIteration
         last = self._last
         if last is not None and self.auto_ack and not last.settled:
             consumer.ack_later(last)

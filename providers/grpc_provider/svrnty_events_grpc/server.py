@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import math
 import os
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
@@ -20,6 +21,7 @@ from typing import Any
 import grpc
 import grpc.aio
 import msgspec
+from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from svrnty_events.errors import (
@@ -62,6 +64,12 @@ class StreamAbort(Exception):
         self.code, self.details = code, details
 
 
+def _undecodable(exc: DecodeError) -> StreamAbort:
+    # what gRPC servers answer for a request that is not a valid protobuf message; the client
+    # sent garbage, so it is not logged as a failure of the server
+    return StreamAbort(grpc.StatusCode.INTERNAL, f"request: cannot decode SubscribeRequest: {exc}")
+
+
 def _closed_status(exc: ConsumerClosedError) -> StreamAbort:
     reason = str(exc) or "consumer is closed"
     if reason.startswith("replaced"):
@@ -81,7 +89,11 @@ class EventServicer(pb_grpc.EventServiceServicer):
     # --- Subscribe ---------------------------------------------------------------------------
 
     async def Subscribe(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
-        first = await context.read()
+        try:
+            first = await context.read()
+        except DecodeError as exc:
+            garbage = _undecodable(exc)
+            await context.abort(garbage.code, garbage.details)
         if first is grpc.aio.EOF:
             return
         kind = first.WhichOneof("request")
@@ -179,7 +191,10 @@ class EventServicer(pb_grpc.EventServiceServicer):
                          settled: asyncio.Event) -> str:
         invalid = grpc.StatusCode.INVALID_ARGUMENT
         while True:
-            request = await context.read()
+            try:
+                request = await context.read()
+            except DecodeError as exc:
+                raise _undecodable(exc) from None
             if request is grpc.aio.EOF:
                 return "end of requests"
             kind = request.WhichOneof("request")
@@ -196,8 +211,10 @@ class EventServicer(pb_grpc.EventServiceServicer):
                 if not nack.event_id:
                     raise StreamAbort(invalid, "nack.event_id: required")
                 delay = nack.delay_seconds if nack.HasField("delay_seconds") else None
-                if delay is not None and not delay >= 0:
-                    raise StreamAbort(invalid, "nack.delay_seconds: must be >= 0")
+                # an infinite delay would park the event for ever: never redelivered, never
+                # dead-lettered
+                if delay is not None and not (math.isfinite(delay) and delay >= 0):
+                    raise StreamAbort(invalid, "nack.delay_seconds: must be a finite number >= 0")
                 try:
                     await consumer.nack(nack.event_id, delay=delay, reason=nack.reason or None)
                 except UnknownDeliveryError as exc:
