@@ -22,13 +22,53 @@ class Event(msgspec.Struct, kw_only=True):
         class UserAdded(Event):
             user_id: int
             name: str
+
+    Set ``__event_type__ = "name"`` on a class to give it another type name. When several
+    classes of the process share a type name, a payload decodes into the newest one it fits;
+    a host decodes into the classes it knows first (see :class:`EventTypes`).
     """
 
-    _registry: ClassVar[dict[str, type[Event]]] = {}
+    _registry: ClassVar[dict[str, list[type[Event]]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        Event._registry[event_type_name(cls)] = cls
+        Event._registry.setdefault(event_type_name(cls), []).append(cls)
+
+
+class EventTypes:
+    """Event classes by type name: what a host (or a remote client) decodes payloads into.
+
+    Classes added here win over the process-wide registry of Event subclasses, so two modules
+    defining a class of the same name cannot change how each other's deliveries decode. Two
+    different classes with one type name in the same registry are an error: give one of them
+    an ``__event_type__`` class attribute.
+    """
+
+    def __init__(self, classes: Any = ()) -> None:
+        self._by_name: dict[str, type] = {}
+        for cls in classes:
+            self.add(cls)
+
+    def add(self, cls: type) -> None:
+        name = event_type_name(cls)
+        existing = self._by_name.get(name)
+        if existing is not None and existing is not cls:
+            raise ValueError(
+                f'event type "{name}" names both {existing.__module__}.{existing.__qualname__} '
+                f"and {cls.__module__}.{cls.__qualname__}; set __event_type__ on one of them")
+        self._by_name[name] = cls
+
+    def get(self, name: str) -> type | None:
+        return self._by_name.get(name) or lookup_event_type(name)
+
+    def decode(self, type_name: str, data: bytes, content_type: str = JSON) -> Any:
+        return decode_payload(type_name, data, content_type, self._by_name.get(type_name))
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._by_name
+
+    def classes(self) -> list[type]:
+        return list(self._by_name.values())
 
 
 def event_type_name(cls: type) -> str:
@@ -36,7 +76,9 @@ def event_type_name(cls: type) -> str:
 
 
 def lookup_event_type(name: str) -> type[Event] | None:
-    return Event._registry.get(name)
+    """The newest Event subclass with this type name, if any."""
+    classes = Event._registry.get(name)
+    return classes[-1] if classes else None
 
 
 class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
@@ -71,13 +113,38 @@ def decode_payload(type_name: str, data: bytes, content_type: str = JSON,
                    cls: type | None = None) -> Any:
     if content_type != JSON:
         return data
-    cls = cls or lookup_event_type(type_name)
-    if cls is None:
+    if cls is not None:
+        return _decoder(cls).decode(data)
+    candidates = Event._registry.get(type_name)
+    if not candidates:
         return _plain_decoder.decode(data)
+    if len(candidates) == 1:
+        return _decoder(candidates[0]).decode(data)
+    # same-named classes: the newest whose fields match the payload's keys exactly, else the
+    # newest that decodes it
+    raw = _plain_decoder.decode(data)
+    keys = set(raw) if isinstance(raw, dict) else None
+    ordered = list(reversed(candidates))
+    if keys is not None:
+        for candidate in ordered:
+            fields = msgspec.structs.fields(candidate)
+            names = {f.encode_name for f in fields}
+            required = {f.encode_name for f in fields if f.required}
+            if required <= keys <= names:
+                return msgspec.convert(raw, candidate)
+    for candidate in ordered[:-1]:
+        try:
+            return _decoder(candidate).decode(data)
+        except msgspec.ValidationError:
+            continue
+    return _decoder(ordered[-1]).decode(data)
+
+
+def _decoder(cls: type) -> msgspec.json.Decoder:
     decoder = _decoders.get(cls)
     if decoder is None:
         decoder = _decoders[cls] = msgspec.json.Decoder(cls)
-    return decoder.decode(data)
+    return decoder
 
 
 def encode_payload(event: Any) -> bytes:

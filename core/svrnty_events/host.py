@@ -32,7 +32,7 @@ from .errors import (
     UnknownStreamError,
     UnknownWorkflowError,
 )
-from .events import RecordedEvent, record
+from .events import EventTypes, RecordedEvent, event_type_name, record
 from .plugins import Registry
 from .store import DeadLetter, EventStore, Receipt, StreamInfo
 from .subscriptions import Consumer, Subscriber, SubscriptionEngine, SubscriptionRuntime, type_names
@@ -70,6 +70,9 @@ class EventStreaming:
         self.extra_plugins = list(plugins)
         self.load_entrypoints = load_entrypoints
         self.workflows: dict[type[Workflow], str] = {}
+        #: event classes deliveries decode into; filled by add_subscription(event_types=...),
+        #: register_event_types() and the events handlers emit
+        self.event_types = EventTypes()
         self.source: str | None = None
 
     @classmethod
@@ -99,6 +102,12 @@ class EventStreaming:
         self.config.streams.append(config)
         return config
 
+    def register_event_types(self, *classes: type) -> None:
+        """Name the classes this application's deliveries decode into (events it consumes but
+        does not emit itself). Raises ValueError for two classes with one type name."""
+        for cls in classes:
+            self.event_types.add(cls)
+
     def bind_workflow(self, workflow: type[Workflow], stream: str) -> None:
         """Send a workflow's events to a stream declared elsewhere (e.g. in the TOML file)."""
         self.workflows[workflow] = stream
@@ -113,6 +122,9 @@ class EventStreaming:
             stream_name = stream
         else:
             stream_name = self.workflows.get(stream) or stream.default_stream_name()
+        for t in (*event_types, *terminal_event_types):
+            if not isinstance(t, str):
+                self.event_types.add(t)
         raw = {"name": name, "stream": stream_name, "mode": str(mode),
                "event_types": type_names(event_types),
                "terminal_event_types": type_names(terminal_event_types), **options}
@@ -176,7 +188,7 @@ class EventStreamingHost:
         self.started = False
         self._validate()
         self.store: EventStore = self._store_reg.factory(self._store_options)
-        self.engine = SubscriptionEngine(self.store)
+        self.engine = SubscriptionEngine(self.store, streaming.event_types)
 
     # --- validation: everything is checked before anything starts -----------------------------
 
@@ -318,6 +330,10 @@ class EventStreamingHost:
         value = handler.func(command, workflow)
         if inspect.isawaitable(value):
             value = await value
+        event_types = self.streaming.event_types
+        for e, _ in workflow._pending:
+            if event_type_name(type(e)) not in event_types:
+                event_types.add(type(e))
         events = [record(e, stream=stream, correlation_id=workflow.id, headers=h)
                   for e, h in workflow._pending]
         if headers:

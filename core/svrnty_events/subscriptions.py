@@ -29,7 +29,7 @@ from .errors import (
     UnknownDeliveryError,
     UnknownSubscriptionError,
 )
-from .events import RecordedEvent, decode_payload, event_type_name
+from .events import EventTypes, RecordedEvent, event_type_name
 from .modes import Mode
 from .store import SHARED_GROUP, Claimed, EventStore, Selection, Selector
 
@@ -109,8 +109,9 @@ class Delivery:
         """The payload decoded into its registered Event class (plain JSON values if the type
         is not known in this process)."""
         if self._event is None:
-            self._event = decode_payload(self.record.type, self.record.data,
-                                         self.record.content_type)
+            record = self.record
+            self._event = self.consumer.engine.event_types.decode(record.type, record.data,
+                                                                  record.content_type)
         return self._event
 
     async def ack(self) -> None:
@@ -553,8 +554,10 @@ class Consumer:
 class SubscriptionEngine:
     """Consumers of every subscription of a host, over one store."""
 
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: EventStore, event_types: EventTypes | None = None) -> None:
         self.store = store
+        #: the classes deliveries decode into (then the process-wide Event registry)
+        self.event_types = event_types if event_types is not None else EventTypes()
         self.subscriptions: dict[str, SubscriptionRuntime] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False

@@ -20,7 +20,7 @@ from svrnty_events.errors import SvrntyEventsError
 
 from .consumer import AnalyticsConsumer
 from .domain import Directory, InvitationWorkflow, UserWorkflow, register_handlers
-from .http import HttpServer
+from .http_api import HttpServer
 
 log = logging.getLogger("svrnty_sample")
 
@@ -76,12 +76,12 @@ class SamplePlugin:
                 await self.consumer.close()
 
     @hookimpl(optionalhook=True)
-    def register_grpc_services(self, server: Any, host: EventStreamingHost) -> None:
+    def register_grpc_services(self, server: Any, host: EventStreamingHost) -> list[str]:
         # a hook of the gRPC provider (svrnty-events-grpc); optional so the sample also loads
         # where only the kernel and the store are installed
         from .grpc_services import add_services
 
-        add_services(server, host)
+        return add_services(server, host)
 
 
 def create_streaming(config: str | Path | None = None, *, plugin: SamplePlugin | None = None,

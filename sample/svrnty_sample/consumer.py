@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Sequence
 from contextlib import suppress
 
-from svrnty_events import Delivery, EventStreamingHost
+from svrnty_events import Delivery, EventStreamingHost, Subscriber
 
 log = logging.getLogger("svrnty_sample.consumer")
 
@@ -33,7 +33,7 @@ class AnalyticsConsumer:
                                                    name=f"{self.consumer_id}:{subscription}"))
         log.info("consumer %s reading %s", self.consumer_id, ", ".join(self.subscriptions))
 
-    async def _consume(self, subscriber) -> None:  # type: ignore[no-untyped-def]
+    async def _consume(self, subscriber: Subscriber) -> None:
         async with subscriber as deliveries:
             async for delivery in deliveries:
                 try:

@@ -43,7 +43,7 @@ class InvitationWorkflow(Workflow):
     invitation id, so every event of one invitation carries the same correlation id."""
 
 
-# --- events ----------------------------------------------------------------------------------------
+# --- events --------------------------------------------------------------------------------------
 
 
 class UserAdded(Event):
@@ -80,7 +80,7 @@ class InvitationDeclined(Event):
 TERMINAL_INVITATION_EVENTS = (InvitationAccepted, InvitationDeclined)
 
 
-# --- commands and queries ---------------------------------------------------------------------------
+# --- commands and queries ------------------------------------------------------------------------
 
 
 class AddUserCommand(Payload):
@@ -145,7 +145,7 @@ def continued_workflow(command: object) -> str | None:
     return getattr(command, field_name) if field_name else None
 
 
-# --- state and errors -----------------------------------------------------------------------------
+# --- state and errors ----------------------------------------------------------------------------
 
 
 class NotFoundError(LookupError):
@@ -194,7 +194,7 @@ class Directory:
         return invitation
 
 
-# --- handlers ----------------------------------------------------------------------------------------
+# --- handlers ------------------------------------------------------------------------------------
 
 
 def register_handlers(streaming: EventStreaming, directory: Directory) -> None:

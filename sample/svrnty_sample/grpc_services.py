@@ -37,14 +37,16 @@ STATUS_OF_PROBLEM = {
 Rpc = Callable[[Message, grpc.aio.ServicerContext], Awaitable[Message]]
 
 
-def add_services(server: grpc.aio.Server, host: EventStreamingHost) -> None:
-    """Add CommandService and QueryService for the host's handlers to ``server``."""
+def add_services(server: grpc.aio.Server, host: EventStreamingHost) -> list[str]:
+    """Add CommandService and QueryService for the host's handlers to ``server``; return their
+    full names (for reflection and health checking)."""
     commands_pb2_grpc.add_CommandServiceServicer_to_server(
         _servicer(commands_pb2_grpc.CommandServiceServicer(), "CommandService",
                   host.handlers.commands, lambda name: _command_rpc(host, name)), server)
     commands_pb2_grpc.add_QueryServiceServicer_to_server(
         _servicer(commands_pb2_grpc.QueryServiceServicer(), "QueryService",
                   host.handlers.queries, lambda name: _query_rpc(host, name)), server)
+    return [service.full_name for service in commands_pb2.DESCRIPTOR.services_by_name.values()]
 
 
 def rpc_name(operation: str) -> str:
@@ -63,7 +65,7 @@ def _servicer(servicer: Any, service_name: str, handlers: dict[str, Any],
             f"{service.full_name} does not match the registered handlers: "
             + "; ".join(filter(None, [missing and f"no RPC for {', '.join(missing)}",
                                       extra and f"no handler for {', '.join(extra)}"]))
-            + " (edit protos/svrnty/sample/v1/commands.proto, then scripts/generate_protos.py)")
+            + " (edit protos/svrnty/sample/v1/commands.proto, then run sample/generate_proto.py)")
     for method in service.methods:
         setattr(servicer, method.name, make_rpc(wanted[method.name]))
     return servicer

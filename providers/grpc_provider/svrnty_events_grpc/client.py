@@ -24,7 +24,7 @@ import grpc
 import grpc.aio
 
 from svrnty_events.errors import SvrntyEventsError, UnknownDeliveryError
-from svrnty_events.events import JSON, RecordedEvent, decode_payload, encode_payload
+from svrnty_events.events import JSON, EventTypes, RecordedEvent, encode_payload, event_type_name
 from svrnty_events.store import DeadLetter
 from svrnty_events.subscriptions import type_names
 
@@ -87,8 +87,11 @@ class EventClient:
     def __init__(self, target: str, *, token: str | None = None,
                  root_certificates: bytes | None = None, tls: bool | None = None,
                  max_message_bytes: int = 4 * MIB,
-                 options: Sequence[tuple[str, Any]] = ()) -> None:
+                 options: Sequence[tuple[str, Any]] = (),
+                 event_types: Iterable[type] = ()) -> None:
         self.address, scheme_tls = parse_target(target)
+        #: classes deliveries decode into, before the process-wide Event registry
+        self.event_types = EventTypes(event_types)
         self.tls = bool(tls if tls is not None else
                         (scheme_tls if scheme_tls is not None else root_certificates))
         self.token = token
@@ -169,7 +172,12 @@ class EventClient:
             max_batch_delay_ms=round(max_batch_delay * 1000) if max_batch_delay else 0)
         if correlation_id is not None:
             request.correlation_id = correlation_id
-        return RemoteSubscriber(self, request, auto_ack=auto_ack)
+        decoders = EventTypes([t for t in (*(event_types or ()), *(terminal_event_types or ()))
+                               if not isinstance(t, str)])
+        for cls in self.event_types.classes():
+            if event_type_name(cls) not in decoders:
+                decoders.add(cls)
+        return RemoteSubscriber(self, request, auto_ack=auto_ack, event_types=decoders)
 
     # --- publishing --------------------------------------------------------------------------
 
@@ -306,7 +314,8 @@ class RemoteDelivery:
         """The payload decoded into its registered Event class (plain JSON values if the type
         is not known in this process; bytes for a non-JSON content type)."""
         if self._event is None:
-            self._event = decode_payload(self.message.type, self.message.data, self.content_type)
+            self._event = self.subscriber.event_types.decode(self.message.type, self.message.data,
+                                                             self.content_type)
         return self._event
 
     @property
@@ -341,8 +350,10 @@ class RemoteSubscriber:
     server ends the stream with an error status.
     """
 
-    def __init__(self, client: EventClient, request: pb.Subscribe, *, auto_ack: bool) -> None:
+    def __init__(self, client: EventClient, request: pb.Subscribe, *, auto_ack: bool,
+                 event_types: EventTypes | None = None) -> None:
         self.client = client
+        self.event_types = event_types if event_types is not None else client.event_types
         self.request = request
         self.auto_ack = auto_ack
         self.subscription = request.subscription

@@ -1,1 +1,1 @@
-"""Generated gRPC code of protos/svrnty/sample/v1/commands.proto (scripts/generate_protos.py)."""
+"""Generated gRPC code of protos/svrnty/sample/v1/commands.proto (sample/generate_proto.py)."""
