@@ -23,7 +23,7 @@ PAYLOAD = b'{"n":12345,"sent_ns":0}'
 async def start_worker(*args: str) -> asyncio.subprocess.Process:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "benchmarks.grpc_worker", *args, cwd=str(ROOT),
-        stdout=asyncio.subprocess.PIPE)
+        stdout=asyncio.subprocess.PIPE, limit=1 << 26)
     assert proc.stdout is not None
     line = await asyncio.wait_for(proc.stdout.readline(), 30)
     if line.strip() != b"ready":

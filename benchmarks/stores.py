@@ -1,0 +1,161 @@
+"""Store scenarios: append, and consume + ack, through the SQLite and Redis stores, each beside
+the raw client doing the same work in the same run (raw sqlite3 batch inserts; raw redis-py
+XADD / XREADGROUP / XACK). Skipped with a note when a store plugin or redis-server is absent."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+from svrnty_events import EventStreaming, StreamType
+
+from .common import Result, Stopwatch, ticks
+from .redis_server import redis_server
+
+BATCH = 100
+
+
+def _streaming(store: str, options: dict) -> EventStreaming:
+    s = EventStreaming(store=store, store_options=options)
+    s.add_stream("s0", type=StreamType.PERSISTENT)
+    s.add_subscription("s0", "sub0", mode="exclusive", window=1000)
+    return s
+
+
+async def ours_append(store: str, options: dict, n: int) -> float:
+    events = ticks("s0", n)
+    async with _streaming(store, options).run() as host:
+        with Stopwatch() as sw:
+            for i in range(0, n, BATCH):
+                await host.publish("s0", events[i:i + BATCH], external=False)
+    return n / sw.elapsed
+
+
+async def ours_consume(store: str, options: dict, n: int) -> float:
+    """Consume + ack n events already in the stream (appended before the clock starts)."""
+    async with _streaming(store, options).run() as host:
+        events = ticks("s0", n)
+        for i in range(0, n, 1000):
+            await host.publish("s0", events[i:i + 1000], external=False)
+        consumer = await host.open_consumer("sub0", "bench")
+        with Stopwatch() as sw:
+            seen = 0
+            while seen < n:
+                batch = await consumer.fetch(timeout=30)
+                await consumer.ack([d.id for d in batch])
+                seen += len(batch)
+    return n / sw.elapsed
+
+
+def raw_sqlite_append(path: Path, n: int, synchronous: str) -> float:
+    rows = [(e.id, e.type, e.correlation_id, e.timestamp.isoformat(), e.data)
+            for e in ticks("s0", n)]
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(f"PRAGMA synchronous={synchronous}")
+    db.execute("CREATE TABLE events (seq INTEGER PRIMARY KEY, id TEXT UNIQUE, type TEXT, "
+               "correlation_id TEXT, ts TEXT, data BLOB)")
+    with Stopwatch() as sw:
+        for i in range(0, n, BATCH):
+            db.execute("BEGIN")
+            db.executemany("INSERT INTO events (id, type, correlation_id, ts, data) "
+                           "VALUES (?, ?, ?, ?, ?)", rows[i:i + BATCH])
+            db.execute("COMMIT")
+    db.close()
+    return n / sw.elapsed
+
+
+async def raw_redis_append(url: str, n: int) -> float:
+    import redis.asyncio as redis
+
+    client = redis.from_url(url)
+    stream = f"raw-append-{uuid.uuid4().hex}"
+    events = ticks("s0", n)
+    try:
+        with Stopwatch() as sw:
+            for i in range(0, n, BATCH):
+                async with client.pipeline(transaction=True) as pipe:
+                    for e in events[i:i + BATCH]:
+                        pipe.xadd(stream, {"id": e.id, "type": e.type, "data": e.data})
+                    await pipe.execute()
+        return n / sw.elapsed
+    finally:
+        await client.delete(stream)
+        await client.aclose()
+
+
+async def raw_redis_consume(url: str, n: int) -> float:
+    """XREADGROUP + XACK of n entries already in the stream (added before the clock starts)."""
+    import redis.asyncio as redis
+
+    client = redis.from_url(url)
+    stream = f"raw-consume-{uuid.uuid4().hex}"
+    try:
+        await client.xgroup_create(stream, "g", id="0", mkstream=True)
+        for i in range(0, n, 1000):
+            async with client.pipeline(transaction=False) as pipe:
+                for e in ticks("s0", min(1000, n - i)):
+                    pipe.xadd(stream, {"id": e.id, "type": e.type, "data": e.data})
+                await pipe.execute()
+        with Stopwatch() as sw:
+            seen = 0
+            while seen < n:
+                reply = await client.xreadgroup("g", "c", {stream: ">"}, count=1000, block=1000)
+                for _, entries in reply or []:
+                    await client.xack(stream, "g", *[entry_id for entry_id, _ in entries])
+                    seen += len(entries)
+        return n / sw.elapsed
+    finally:
+        await client.delete(stream)
+        await client.aclose()
+
+
+async def run(quick: bool, progress) -> list[Result]:  # type: ignore[no-untyped-def]
+    from svrnty_events.plugins import collect_registry, get_plugin_manager
+
+    stores = collect_registry(get_plugin_manager()).stores
+    n = 10_000 if quick else 50_000
+    results: list[Result] = []
+    if "sqlite" in stores:
+        for synchronous in ("full", "normal"):
+            with tempfile.TemporaryDirectory() as tmp:
+                progress(f"stores: sqlite append (synchronous={synchronous})")
+                raw = raw_sqlite_append(Path(tmp) / "raw.db", n, synchronous)
+                ours = await ours_append("sqlite", {"path": f"{tmp}/a.db",
+                                                    "synchronous": synchronous}, n)
+                results.append(Result(f"sqlite append ({synchronous})", ours,
+                                      baseline="raw sqlite3 batch insert",
+                                      baseline_events_per_s=raw, ratio=ours / raw))
+        with tempfile.TemporaryDirectory() as tmp:
+            progress("stores: sqlite consume + ack")
+            rate = await ours_consume("sqlite", {"path": f"{tmp}/c.db",
+                                                 "synchronous": "normal"}, n)
+            results.append(Result("sqlite consume+ack (normal)", rate))
+    else:
+        print("[benchmarks] stores: sqlite skipped (svrnty-events-sqlite not installed)",
+              file=sys.stderr)
+    if "redis" in stores:
+        with redis_server() as url:
+            if url is None:
+                print("[benchmarks] stores: redis skipped (redis-server is not installed)",
+                      file=sys.stderr)
+                return results
+            progress("stores: redis append")
+            raw = await raw_redis_append(url, n)
+            ours = await ours_append("redis", {"url": url, "key_prefix": "bench-a:"}, n)
+            results.append(Result("redis append", ours, baseline="raw redis-py XADD pipeline",
+                                  baseline_events_per_s=raw, ratio=ours / raw))
+            progress("stores: redis consume + ack")
+            raw_c = await raw_redis_consume(url, n)
+            ours_c = await ours_consume("redis", {"url": url, "key_prefix": "bench-c:"}, n)
+            results.append(Result("redis consume+ack", ours_c,
+                                  baseline="raw redis-py XREADGROUP+XACK",
+                                  baseline_events_per_s=raw_c, ratio=ours_c / raw_c))
+    else:
+        print("[benchmarks] stores: redis skipped (svrnty-events-redis not installed)",
+              file=sys.stderr)
+    return results
