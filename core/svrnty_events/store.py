@@ -122,18 +122,24 @@ class ChangeNotifier:
     async def wait(self, version: int, timeout: float | None) -> int:
         if self.version != version:
             return self.version
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
-        timer = None if timeout is None else loop.call_later(timeout, _resolve, fut)
-        try:
-            await fut
-        finally:
-            if timer is not None:
-                timer.cancel()
-            if not fut.done():
-                fut.cancel()
+        await wait_until_resolved(fut, timeout)
         return self.version
+
+
+async def wait_until_resolved(fut: asyncio.Future[None], timeout: float | None) -> None:
+    """Await ``fut`` until something resolves it or ``timeout`` seconds pass. A timer handle
+    instead of ``asyncio.wait_for``: no task per wait, and cancellation is never swallowed."""
+    timer = None if timeout is None else \
+        asyncio.get_running_loop().call_later(timeout, _resolve, fut)
+    try:
+        await fut
+    finally:
+        if timer is not None:
+            timer.cancel()
+        if not fut.done():
+            fut.cancel()
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:

@@ -31,7 +31,14 @@ from .errors import (
 )
 from .events import EventTypes, RecordedEvent, event_type_name
 from .modes import Mode
-from .store import SHARED_GROUP, Claimed, EventStore, Selection, Selector
+from .store import (
+    SHARED_GROUP,
+    Claimed,
+    EventStore,
+    Selection,
+    Selector,
+    wait_until_resolved,
+)
 
 log = logging.getLogger("svrnty_events.subscriptions")
 
@@ -357,14 +364,7 @@ class Consumer:
             return
         fut: asyncio.Future[None] = loop.create_future()
         runtime.followers.append(fut)
-        timer = None if timeout is None else loop.call_later(timeout, _resolve, fut)
-        try:
-            await fut
-        finally:
-            if timer is not None:
-                timer.cancel()
-            if not fut.done():
-                fut.cancel()
+        await wait_until_resolved(fut, timeout)
 
     def _raise_if_closed(self) -> None:
         if self.closed:
@@ -631,11 +631,6 @@ class SubscriptionEngine:
                 t.cancel()
             with suppress(asyncio.CancelledError):
                 await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 async def _wait(aw: Awaitable[Any], deadline: float | None,
