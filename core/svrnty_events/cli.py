@@ -29,6 +29,12 @@ def build_parser(pm=None) -> argparse.ArgumentParser:  # type: ignore[no-untyped
     p.add_argument("--config", required=True, metavar="FILE", help="TOML configuration file")
     p.set_defaults(func=cmd_serve)
 
+    p = sub.add_parser("new-plugin", help="scaffold a delivery provider plugin package")
+    p.add_argument("name", help="plugin name, e.g. my-sink (entry point and config name)")
+    p.add_argument("--directory", default=".", metavar="DIR",
+                   help="where to create the package folder (default: here)")
+    p.set_defaults(func=cmd_new_plugin)
+
     if pm is not None:
         pm.hook.register_commands(subparsers=sub)
     return parser
@@ -68,6 +74,17 @@ async def serve(streaming, *, extra_endpoints=(), ready=None) -> None:  # type: 
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+def cmd_new_plugin(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .scaffold import scaffold
+
+    target = scaffold(args.name, Path(args.directory))
+    print(f"created {target}")
+    print(f'next: pip install -e "{target}[test]" && pytest {target}')
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
