@@ -228,8 +228,13 @@ class EventStore(abc.ABC):
         """Return a held event for redelivery after ``delay`` seconds. False if not held."""
 
     @abc.abstractmethod
-    async def release(self, subscription: str, group: str, consumer_id: str) -> int:
-        """Return every event held by ``consumer_id`` for redelivery now. Returns how many."""
+    async def release(self, subscription: str, group: str, consumer_id: str, *,
+                      unseen: Sequence[str] = ()) -> int:
+        """Return every event held by ``consumer_id`` for redelivery now. Returns how many.
+
+        ``unseen``: ids among them that were claimed but never handed to the consumer's code
+        (prefetched): their hand-over does not count as a delivery attempt, so releasing them
+        again and again cannot dead-letter an event no code has seen."""
 
     @abc.abstractmethod
     async def wait_for_change(self, subscription: str, group: str, version: int,

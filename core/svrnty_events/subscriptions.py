@@ -222,6 +222,8 @@ class Consumer:
         self._timer: asyncio.TimerHandle | None = None
         self._selector = self._build_selector()
         self._deferred_acks: list[Delivery] = []
+        #: deliveries fetched but not yet handed to the consumer's code (the iterator's buffer)
+        self.prefetched: deque[Delivery] = deque()
         self.heartbeat()
 
     # --- selection ---------------------------------------------------------------------------
@@ -529,8 +531,10 @@ class Consumer:
         try:
             for d in held:
                 d.settled = True
+            unseen = [d.record.id for d in self.prefetched]
+            self.prefetched.clear()
             # always: a claim cancelled after the store committed it may hold events we never saw
-            await store.release(self.subscription, self.group, self.consumer_id)
+            await store.release(self.subscription, self.group, self.consumer_id, unseen=unseen)
             for d in held:
                 runtime.mode.settled(self.consumer_id, d.record)
             if self.consumer_id not in runtime.consumers:
@@ -679,6 +683,7 @@ class Subscriber:
         if self.consumer is None:
             self.consumer = await self._engine.open_consumer(
                 self._subscription, self._consumer_id, **self._options)
+            self._buffer = self.consumer.prefetched  # so a close knows what was never seen
             weakref.finalize(self, _abandon, self._engine, self.consumer,
                              asyncio.get_running_loop())
         return self.consumer

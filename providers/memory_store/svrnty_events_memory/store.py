@@ -424,14 +424,21 @@ class MemoryStore(EventStore):
         sub.stream.notifier.bump()
         return True
 
-    async def release(self, subscription: str, group: str, consumer_id: str) -> int:
+    async def release(self, subscription: str, group: str, consumer_id: str, *,
+                      unseen: Sequence[str] = ()) -> int:
         sub = self._sub(subscription)
         g = sub.groups.get(group)
         if g is None:
             return 0
         mine = [i for i, f in g.inflight.items() if f.consumer == consumer_id]
+        not_seen = set(unseen)
         for event_id in mine:
-            self._requeue(g, event_id)
+            f = self._requeue(g, event_id)
+            if event_id in not_seen:  # that hand-over never reached the consumer's code
+                if f.attempt > 1:
+                    g.attempts[f.sequence] = f.attempt - 1
+                else:
+                    g.attempts.pop(f.sequence, None)
         if mine:
             sub.stream.notifier.bump()
         return len(mine)

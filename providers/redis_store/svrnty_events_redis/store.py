@@ -594,7 +594,10 @@ class RedisStore(EventStore):
              int(max(delay, 0.0) * 1000), reason or "", s.channel])
         return bool(done)
 
-    async def release(self, subscription: str, group: str, consumer_id: str) -> int:
+    async def release(self, subscription: str, group: str, consumer_id: str, *,
+                      unseen: Sequence[str] = ()) -> int:
+        # the delivery count lives in Redis's pending list, which only grows: a prefetched
+        # event released unseen still counts one attempt here (documented in the README)
         sub = self._sub(subscription)
         s = sub.stream
         avail, timers, _ = sub.group_keys(group)

@@ -1103,16 +1103,29 @@ class SqliteStore(EventStore):
             sub.stream.notifier.bump()
         return done
 
-    async def release(self, subscription: str, group: str, consumer_id: str) -> int:
+    async def release(self, subscription: str, group: str, consumer_id: str, *,
+                      unseen: Sequence[str] = ()) -> int:
         sub = self._sub(subscription)
         gid = await self._group_id(subscription, group, create=False)
         if gid is None:
             return 0
+        unseen_rows = [(gid, event_id, consumer_id) for event_id in unseen]
 
         def run(conn: sqlite3.Connection) -> int:
-            return conn.execute("UPDATE pending SET state = 0, consumer = NULL, due = 0 "
-                                "WHERE group_id = ? AND state = 1 AND consumer = ?",
-                                (gid, consumer_id)).rowcount
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                # prefetched but never handed to the consumer's code: not an attempt
+                conn.executemany("UPDATE pending SET attempts = attempts - 1 WHERE "
+                                 "group_id = ? AND event_id = ? AND state = 1 AND consumer = ? "
+                                 "AND attempts > 0", unseen_rows)
+                count = conn.execute("UPDATE pending SET state = 0, consumer = NULL, due = 0 "
+                                     "WHERE group_id = ? AND state = 1 AND consumer = ?",
+                                     (gid, consumer_id)).rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return count
 
         count = await self._db.call(run)
         if count:
