@@ -14,6 +14,7 @@ settled, so a mode can keep per-key ordering (as ``consumer_group`` does).
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections import defaultdict
 
@@ -94,7 +95,8 @@ class ConsumerGroup(Mode):
         self.partitions = (options or ConsumerGroupOptions()).partitions
         self.members: list[str] = []
         self._owner: dict[int, str] = {}
-        self._holders: dict[str, dict[str, int]] = defaultdict(dict)
+        # correlation id -> consumer -> (events held, visibility deadline of the latest)
+        self._holders: dict[str, dict[str, tuple[int, float]]] = defaultdict(dict)
 
     def join(self, consumer_id: str) -> None:
         if consumer_id not in self.members:
@@ -121,18 +123,28 @@ class ConsumerGroup(Mode):
         if self.owner_of(self.partition_of(event.correlation_id)) != consumer_id:
             return False
         holders = self._holders.get(event.correlation_id)
-        return not holders or holders.keys() == {consumer_id}
+        if not holders:
+            return True
+        # a holder past its visibility deadline no longer blocks: the store redelivers its
+        # events, and they must be able to reach the new owner
+        now = time.monotonic()
+        return all(c == consumer_id or deadline <= now
+                   for c, (_, deadline) in holders.items())
 
     def delivered(self, consumer_id: str, event: RecordedEvent) -> None:
         holders = self._holders[event.correlation_id]
-        holders[consumer_id] = holders.get(consumer_id, 0) + 1
+        count, _ = holders.get(consumer_id, (0, 0.0))
+        holders[consumer_id] = (count + 1,
+                                time.monotonic() + self.subscription.visibility_timeout)
 
     def settled(self, consumer_id: str, event: RecordedEvent) -> bool:
         holders = self._holders.get(event.correlation_id)
         if not holders or consumer_id not in holders:
             return False
-        holders[consumer_id] -= 1
-        if holders[consumer_id] <= 0:
+        count, deadline = holders[consumer_id]
+        if count > 1:
+            holders[consumer_id] = (count - 1, deadline)
+        else:
             del holders[consumer_id]
         if not holders:
             del self._holders[event.correlation_id]

@@ -142,12 +142,14 @@ class Delivery:
         await self.consumer.mark_read((self.record.id,))
 
     async def process_once(self, effect: Callable[[Delivery], Awaitable[T] | T]) -> bool:
-        """Apply ``effect`` at most once per event id across redeliveries, then ack.
+        """Apply ``effect`` once per event id across redeliveries, then ack.
 
-        The processed id is recorded in the store right after the effect (for a transactional
-        store, in the same transaction as the ack), so a consumer that crashes after the effect
-        but before its ack does not apply it again on redelivery. Returns False when the effect
-        had already been applied (the event is then just acked).
+        The processed id is recorded in the store right after the effect and before the ack,
+        so a consumer that crashes after the effect but before its ack does not apply it again
+        when the event is redelivered. What this cannot cover: a crash between the end of the
+        effect and that record (make the effect itself idempotent, or record the id in the same
+        transaction as the effect's own writes). Returns False when the effect had already
+        been applied (the event is then just acked).
         """
         store, sub = self.consumer.engine.store, self.consumer.subscription
         if await store.is_processed(sub, self.record.id):
@@ -442,7 +444,7 @@ class Consumer:
             if self.runtime.mode.receipts:
                 await self._store.record_receipts(self.subscription, self.consumer_id,
                                                   [d.record.id for d in known], read=True)
-        if unknown:
+        if unknown and self._semantics != DeliverySemantics.AT_MOST_ONCE:
             raise UnknownDeliveryError(unknown)
 
     def ack_later(self, delivery: Delivery) -> None:
@@ -465,10 +467,11 @@ class Consumer:
         """Give a held event back for redelivery after ``delay`` (default: the backoff for its
         attempt), or dead-letter it when it has used its delivery attempts."""
         self._last_seen = asyncio.get_running_loop().time()
-        d = self.held.pop(event_id, None)
+        d = self.held.get(event_id)
         if d is None:
+            if self._semantics == DeliverySemantics.AT_MOST_ONCE:
+                return  # settled when handed over: nothing to give back
             raise UnknownDeliveryError([event_id])
-        d.settled = True
         config = self.runtime.config
         if config.max_delivery_attempts and d.attempt >= config.max_delivery_attempts:
             await self._store.dead_letter(self.subscription, self.group, self.consumer_id,
@@ -479,17 +482,20 @@ class Consumer:
                 delay = config.redelivery_delay_for(d.attempt)
             await self._store.nack(self.subscription, self.group, self.consumer_id, event_id,
                                    delay=max(delay, 0.0), reason=reason or error)
+        del self.held[event_id]  # only once the store has it: a failed call leaves it held
+        d.settled = True
         self._settled([d])
 
     async def dead_letter(self, event_id: str, *, reason: str, error: str | None = None) -> None:
         """Dead-letter a held event now, whatever its attempts."""
         self._last_seen = asyncio.get_running_loop().time()
-        d = self.held.pop(event_id, None)
+        d = self.held.get(event_id)
         if d is None:
             raise UnknownDeliveryError([event_id])
-        d.settled = True
         await self._store.dead_letter(self.subscription, self.group, self.consumer_id, event_id,
                                       attempts=d.attempt, reason=reason, error=error)
+        del self.held[event_id]
+        d.settled = True
         self._settled([d])
 
     async def mark_read(self, event_ids: Iterable[str]) -> None:

@@ -366,6 +366,22 @@ class StoreConformance:
                 assert seen[wf] == list(range(per_workflow)), wf
             assert any(len(o) > 1 for o in owner.values())  # some partition moved
 
+    async def test_consumer_group_redelivers_a_stalled_holders_event_to_the_new_owner(self, make):
+        streaming = make(subscriptions={"sub": {"mode": "consumer_group", "window": 1,
+                                                "visibility_timeout": 0.2}})
+        async with streaming.run() as host:
+            mode = host.engine.runtime("sub").mode
+            stalled = await host.open_consumer("sub", "c0")
+            await host.publish("s", ticks("s", 1, correlation_id="w"), external=False)
+            [held] = await collect(stalled, 1, ack=False)  # and never acks
+            others = []
+            while mode.owner_of(mode.partition_of("w")) == "c0":
+                others.append(await host.open_consumer("sub", f"c{len(others) + 1}"))
+            owner = next(c for c in others
+                         if c.consumer_id == mode.owner_of(mode.partition_of("w")))
+            [again] = await collect(owner, 1, timeout=5)
+            assert (again.id, again.attempt) == (held.id, 2)
+
     async def test_read_receipt_records_delivered_and_read(self, make):
         async with make(subscriptions={"sub": {"mode": "read_receipt"}}).run() as host:
             c1 = await host.open_consumer("sub", "c1")
@@ -401,8 +417,8 @@ class StoreConformance:
             await host.publish("s", ticks("s", 3), external=False)
             got = await collect(c, 3, ack=False)
             assert [d.attempt for d in got] == [1, 1, 1]
-            with pytest.raises(UnknownDeliveryError):
-                await c.ack([got[0].id])  # nothing to ack: done when handed over
+            await c.ack([got[0].id])  # done when handed over: acking changes nothing
+            await got[1].nack(delay=0.0)  # nor does a nack bring it back
             await asyncio.sleep(0.2)
             await c.close()
             other = await host.open_consumer("sub", "other")
