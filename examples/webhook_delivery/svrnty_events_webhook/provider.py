@@ -100,14 +100,25 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(seconds, 0.0)
 
 
+def backoff(subscription: SubscriptionConfig, attempt: int) -> float:
+    """Exponential backoff from the subscription's ``redelivery_delay``, whatever its
+    ``backoff`` setting: a receiver that is down must not be retried at a fixed pace. The
+    subscription's multiplier applies when it asks for exponential backoff, 2 otherwise."""
+    if subscription.backoff == "exponential":
+        return subscription.redelivery_delay_for(attempt)
+    delay = subscription.redelivery_delay * 2.0 ** max(attempt - 1, 0)
+    return min(delay, subscription.max_redelivery_delay)
+
+
 def retry_delay(subscription: SubscriptionConfig, attempt: int, retry_after: float | None,
-                max_retry_after: float) -> float | None:
-    """The nack delay: None (the subscription's backoff, computed by the engine) unless the
-    receiver sent Retry-After; then the longer of Retry-After (cut to ``max_retry_after``) and
-    the backoff, so a receiver asking for less never speeds the retries up into a storm."""
+                max_retry_after: float) -> float:
+    """The nack delay: the backoff, or, when the receiver sent Retry-After, the longer of
+    Retry-After (cut to ``max_retry_after``) and the backoff, so a receiver asking for less
+    never speeds the retries up into a storm."""
+    delay = backoff(subscription, attempt)
     if retry_after is None:
-        return None
-    return max(min(retry_after, max_retry_after), subscription.redelivery_delay_for(attempt))
+        return delay
+    return max(min(retry_after, max_retry_after), delay)
 
 
 # --- the provider ------------------------------------------------------------------------------

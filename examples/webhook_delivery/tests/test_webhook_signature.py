@@ -108,7 +108,14 @@ def test_retry_after_seconds_and_http_date() -> None:
 
 def test_retry_delay_never_undercuts_the_backoff() -> None:
     sub = SubscriptionConfig(name="s", stream="x", redelivery_delay=1.0, backoff=Backoff.EXPONENTIAL)
-    assert retry_delay(sub, 3, None, 3600) is None  # the engine's backoff applies
+    assert retry_delay(sub, 3, None, 3600) == 4.0  # the backoff alone
     assert retry_delay(sub, 3, 60.0, 3600) == 60.0
     assert retry_delay(sub, 3, 0.0, 3600) == 4.0  # 1 * 2 ** (3 - 1)
     assert retry_delay(sub, 1, 86400.0, 600) == 600.0
+
+
+def test_backoff_is_exponential_even_for_a_fixed_backoff_subscription() -> None:
+    fixed = SubscriptionConfig(name="s", stream="x", redelivery_delay=0.5,
+                               max_redelivery_delay=3.0)
+    assert [retry_delay(fixed, n, None, 3600) for n in (1, 2, 3, 4, 5)] == [
+        0.5, 1.0, 2.0, 3.0, 3.0]
