@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from datetime import datetime
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -400,7 +401,7 @@ class EventStreamingHost:
                   event_types: Iterable[type | str] | None = None,
                   terminal_event_types: Iterable[type | str] | None = None,
                   window: int | None = None, heartbeat_timeout: float | None = None,
-                  start: int | None = None) -> Subscriber:
+                  start: int | datetime | str | None = None) -> Subscriber:
         """Consume a subscription in-process: ``async with host.subscribe(...) as deliveries:
         async for delivery in deliveries: ...``. See :class:`Subscriber` for ack styles."""
         return Subscriber(self.engine, subscription, consumer_id, auto_ack=auto_ack,

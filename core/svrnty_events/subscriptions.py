@@ -593,11 +593,16 @@ class SubscriptionEngine:
                             terminal_event_types: Iterable[type | str] | None = None,
                             window: int | None = None, metadata: dict[str, str] | None = None,
                             heartbeat_timeout: float | None = None,
-                            start: int | None = None) -> Consumer:
+                            start: int | datetime | str | None = None) -> Consumer:
         """Register a consumer. A consumer with the same id already connected is replaced (its
         held events are released). ``correlation_id`` scopes the consumer to one workflow: it
         gets a cursor of its own over the subscription's stream and completes when a terminal
-        event type (its own, or the subscription's) is delivered."""
+        event type (its own, or the subscription's) is delivered.
+
+        ``start`` places a new cursor (a consumer with a group of its own, or a shared group not
+        created yet): a sequence, a datetime (the first event at or after it), ``"beginning"``
+        or ``"new"`` (only events appended from now on); None = the oldest retained event.
+        An existing cursor resumes where it was."""
         if self._closing:
             raise ConsumerClosedError("host is stopping")
         if not consumer_id:
@@ -617,7 +622,8 @@ class SubscriptionEngine:
             group, private = SHARED_GROUP, False
         else:
             group, private = consumer_id, True
-        await self.store.ensure_group(subscription, group, start=start)
+        await self.store.ensure_group(subscription, group,
+                                      start=await self._start_sequence(runtime, start))
         consumer = Consumer(
             self, runtime, consumer_id, group=group, private=private,
             correlation_id=correlation_id, event_types=type_names(event_types),
@@ -628,6 +634,22 @@ class SubscriptionEngine:
         if not private:
             runtime.mode.join(consumer_id)
         return consumer
+
+    async def _start_sequence(self, runtime: SubscriptionRuntime,
+                              start: int | datetime | str | None) -> int | None:
+        if start is None or isinstance(start, int):
+            return start
+        stream = runtime.stream.name
+        if start == "beginning":
+            return 0
+        if start == "new":
+            return (await self.store.stream_info(stream)).next_sequence
+        if isinstance(start, datetime):
+            first = await self.store.read(stream, since=start, limit=1)
+            return first[0].sequence if first else \
+                (await self.store.stream_info(stream)).next_sequence
+        raise ValueError(f"start: expected a sequence, a datetime, 'beginning' or 'new', "
+                         f"got {start!r}")
 
     async def close(self) -> None:
         """Close every consumer (their held events are released) and finish background tasks."""

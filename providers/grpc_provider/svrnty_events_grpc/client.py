@@ -153,7 +153,8 @@ class EventClient:
                   window: int | None = None, auto_ack: bool = True,
                   delivery_mode: str = "immediate", max_batch_size: int | None = None,
                   max_batch_delay: float | None = None,
-                  metadata: Mapping[str, str] | None = None) -> RemoteSubscriber:
+                  metadata: Mapping[str, str] | None = None,
+                  start: int | datetime | str | None = None) -> RemoteSubscriber:
         """Consume a subscription: ``async with client.subscribe(...) as deliveries: async for
         delivery in deliveries: ...``. The options mean what they mean for
         ``host.subscribe``; ``window=None`` takes the subscription's. ``delivery_mode`` is
@@ -172,6 +173,19 @@ class EventClient:
             max_batch_delay_ms=round(max_batch_delay * 1000) if max_batch_delay else 0)
         if correlation_id is not None:
             request.correlation_id = correlation_id
+        # where a new cursor starts: a sequence, a datetime, "beginning" or "new"
+        if isinstance(start, bool) or not (start is None or isinstance(start, (int, datetime))
+                                           or start in ("beginning", "new")):
+            raise ValueError(f"start: expected a sequence, a datetime, 'beginning' or 'new', "
+                             f"got {start!r}")
+        if isinstance(start, int):
+            request.from_sequence = start
+        elif isinstance(start, datetime):
+            request.from_time.FromDatetime(start)
+        elif start == "beginning":
+            request.from_beginning = True
+        elif start == "new":
+            request.new_only = True
         decoders = EventTypes([t for t in (*(event_types or ()), *(terminal_event_types or ()))
                                if not isinstance(t, str)])
         for cls in self.event_types.classes():

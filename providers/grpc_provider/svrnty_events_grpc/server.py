@@ -9,6 +9,7 @@ fetch returned (up to ``max_batch``), and every ``ack`` message settles many ids
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timezone
 import hmac
 import logging
 import math
@@ -143,7 +144,7 @@ class EventServicer(pb_grpc.EventServiceServicer):
                 event_types=list(req.event_types) or None,
                 terminal_event_types=list(req.terminal_event_types) or None,
                 window=req.window or None, metadata=dict(req.metadata),
-                heartbeat_timeout=config.heartbeat_timeout)
+                heartbeat_timeout=config.heartbeat_timeout, start=_start(req))
         except UnknownSubscriptionError as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"subscribe.subscription: {exc}")
         except ConsumerLimitError as exc:
@@ -574,3 +575,17 @@ class GrpcDeliveryProvider:
         scheme = "grpcs" if self.tls else "grpc"
         host = f"[{self.options.host}]" if ":" in self.options.host else self.options.host
         return [f"{scheme}://{host}:{self.port}"]
+
+
+def _start(req: pb.Subscribe) -> int | datetime | str | None:
+    """The engine's start position from the subscribe message's ``start`` oneof."""
+    which = req.WhichOneof("start")
+    if which == "from_sequence":
+        return max(req.from_sequence, 0)
+    if which == "from_time":
+        return req.from_time.ToDatetime(tzinfo=timezone.utc)
+    if which == "from_beginning":
+        return "beginning" if req.from_beginning else None
+    if which == "new_only":
+        return "new" if req.new_only else None
+    return None

@@ -34,7 +34,7 @@ class SubscribeRequest(_message.Message):
     def __init__(self, subscribe: _Optional[_Union[Subscribe, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., nack: _Optional[_Union[Nack, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., unsubscribe: _Optional[_Union[Unsubscribe, _Mapping]] = ...) -> None: ...
 
 class Subscribe(_message.Message):
-    __slots__ = ("subscription", "consumer_id", "correlation_id", "event_types", "terminal_event_types", "delivery_mode", "window", "metadata", "max_batch_size", "max_batch_delay_ms")
+    __slots__ = ("subscription", "consumer_id", "correlation_id", "event_types", "terminal_event_types", "delivery_mode", "window", "metadata", "max_batch_size", "max_batch_delay_ms", "from_sequence", "from_time", "from_beginning", "new_only")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +52,10 @@ class Subscribe(_message.Message):
     METADATA_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
+    FROM_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    FROM_TIME_FIELD_NUMBER: _ClassVar[int]
+    FROM_BEGINNING_FIELD_NUMBER: _ClassVar[int]
+    NEW_ONLY_FIELD_NUMBER: _ClassVar[int]
     subscription: str
     consumer_id: str
     correlation_id: str
@@ -62,7 +66,11 @@ class Subscribe(_message.Message):
     metadata: _containers.ScalarMap[str, str]
     max_batch_size: int
     max_batch_delay_ms: int
-    def __init__(self, subscription: _Optional[str] = ..., consumer_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., event_types: _Optional[_Iterable[str]] = ..., terminal_event_types: _Optional[_Iterable[str]] = ..., delivery_mode: _Optional[_Union[DeliveryMode, str]] = ..., window: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., max_batch_size: _Optional[int] = ..., max_batch_delay_ms: _Optional[int] = ...) -> None: ...
+    from_sequence: int
+    from_time: _timestamp_pb2.Timestamp
+    from_beginning: bool
+    new_only: bool
+    def __init__(self, subscription: _Optional[str] = ..., consumer_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., event_types: _Optional[_Iterable[str]] = ..., terminal_event_types: _Optional[_Iterable[str]] = ..., delivery_mode: _Optional[_Union[DeliveryMode, str]] = ..., window: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., max_batch_size: _Optional[int] = ..., max_batch_delay_ms: _Optional[int] = ..., from_sequence: _Optional[int] = ..., from_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., from_beginning: _Optional[bool] = ..., new_only: _Optional[bool] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("event_ids",)
