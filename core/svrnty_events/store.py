@@ -285,6 +285,15 @@ class EventStore(abc.ABC):
     async def mark_processed(self, subscription: str, key: str) -> bool:
         """Record that the effect of ``key`` (an event id) was applied. False if already."""
 
+    async def ack_processed(self, subscription: str, group: str, consumer_id: str,
+                            event_id: str) -> bool:
+        """Record ``event_id`` as processed and ack it (the last step of
+        ``Delivery.process_once``). The mark is recorded even when the consumer no longer holds
+        the event: the effect was applied. Returns whether the ack settled a held event.
+        A transactional store overrides this to do both in one transaction."""
+        await self.mark_processed(subscription, event_id)
+        return not await self.ack(subscription, group, consumer_id, [event_id])
+
     @abc.abstractmethod
     async def is_processed(self, subscription: str, key: str) -> bool:
         """Whether ``mark_processed`` was called for ``key``."""

@@ -144,8 +144,8 @@ class Delivery:
     async def process_once(self, effect: Callable[[Delivery], Awaitable[T] | T]) -> bool:
         """Apply ``effect`` once per event id across redeliveries, then ack.
 
-        The processed id is recorded in the store right after the effect and before the ack,
-        so a consumer that crashes after the effect but before its ack does not apply it again
+        The processed id is recorded in the store right after the effect, with the ack (in one
+        transaction where the store has transactions), so a consumer that crashes after the effect but before its ack does not apply it again
         when the event is redelivered. What this cannot cover: a crash between the end of the
         effect and that record (make the effect itself idempotent, or record the id in the same
         transaction as the effect's own writes). Returns False when the effect had already
@@ -158,8 +158,7 @@ class Delivery:
         result = effect(self)
         if inspect.isawaitable(result):
             await result
-        await store.mark_processed(sub, self.record.id)
-        await self.ack()
+        await self.consumer.ack_processed(self.record.id)
         return True
 
     def __repr__(self) -> str:
@@ -446,6 +445,24 @@ class Consumer:
                                                   [d.record.id for d in known], read=True)
         if unknown and self._semantics != DeliverySemantics.AT_MOST_ONCE:
             raise UnknownDeliveryError(unknown)
+
+    async def ack_processed(self, event_id: str) -> None:
+        """Record a held event as processed and ack it (see Delivery.process_once)."""
+        self._last_seen = asyncio.get_running_loop().time()
+        d = self.held.get(event_id)
+        if d is None:  # the effect was applied all the same: remember it
+            await self._store.mark_processed(self.subscription, event_id)
+            if self._semantics != DeliverySemantics.AT_MOST_ONCE:
+                raise UnknownDeliveryError([event_id])
+            return
+        await self._store.ack_processed(self.subscription, self.group, self.consumer_id,
+                                        event_id)
+        del self.held[event_id]
+        d.settled = True
+        self._settled([d])
+        if self.runtime.mode.receipts:
+            await self._store.record_receipts(self.subscription, self.consumer_id, [event_id],
+                                              read=True)
 
     def ack_later(self, delivery: Delivery) -> None:
         """Ack ``delivery`` with the next fetch (or close), in one batch with others: how the

@@ -1289,6 +1289,29 @@ class SqliteStore(EventStore):
 
         return await self._db.call(run)
 
+    async def ack_processed(self, subscription: str, group: str, consumer_id: str,
+                            event_id: str) -> bool:
+        # the processed mark and the ack in one transaction: both happen, or neither
+        sub = self._sub(subscription)
+        gid = await self._group_id(subscription, group)
+        now = _to_us(datetime.now(timezone.utc))
+
+        def run(conn: sqlite3.Connection) -> bool:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("INSERT OR IGNORE INTO processed (sub_id, key, at) "
+                             "VALUES (?, ?, ?)", (sub.id, event_id, now))
+                held = conn.execute("DELETE FROM pending WHERE group_id = ? AND state = 1 AND "
+                                    "consumer = ? AND event_id = ?",
+                                    (gid, consumer_id, event_id)).rowcount == 1
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return held
+
+        return await self._db.call(run)
+
     async def is_processed(self, subscription: str, key: str) -> bool:
         sub = self._sub(subscription)
 
