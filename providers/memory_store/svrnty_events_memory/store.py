@@ -485,7 +485,8 @@ class MemoryStore(EventStore):
         for d in letters:
             del sub.dead[(d.group, d.event.id)]
             _, g = self._group(subscription, d.group)
-            if sub.stream.get(d.event.sequence) is not None:
+            # a group made anew (its consumer left) reaches the event through its cursor
+            if sub.stream.get(d.event.sequence) is not None and d.event.sequence < g.cursor:
                 heapq.heappush(g.available, d.event.sequence)
         if letters:
             sub.stream.notifier.bump()
