@@ -124,7 +124,11 @@ class ChangeNotifier:
             return self.version
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
-        await wait_until_resolved(fut, timeout)
+        try:
+            await wait_until_resolved(fut, timeout)
+        finally:
+            if self._waiters and fut in self._waiters:  # timed out or cancelled: not bumped
+                self._waiters.remove(fut)
         return self.version
 
 

@@ -36,6 +36,7 @@ from svrnty_events.errors import (
 from svrnty_events.events import RecordedEvent
 from svrnty_events.store import (
     Capabilities,
+    ChangeNotifier,
     Claimed,
     ClaimResult,
     DeadLetter,
@@ -80,46 +81,15 @@ class RedisStoreOptions(msgspec.Struct, forbid_unknown_fields=True):
     max_scan: int = 2000
 
 
-class _Notifier:
-    """A change counter with waiters; bumped by pub/sub messages and by ``notify``."""
+class _Notifier(ChangeNotifier):
+    """The kernel's change notifier, bumped by pub/sub messages and by ``notify``; it also
+    tells when the store's pub/sub listener is subscribed."""
 
-    __slots__ = ("version", "_waiters", "subscribed")
+    __slots__ = ("subscribed",)
 
     def __init__(self) -> None:
-        self.version = 0
-        self._waiters: list[asyncio.Future[None]] = []
+        super().__init__()
         self.subscribed = asyncio.Event()
-
-    def bump(self) -> None:
-        self.version += 1
-        if self._waiters:
-            waiters, self._waiters = self._waiters, []
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
-
-    async def wait(self, version: int, timeout: float | None) -> int:
-        if self.version > version:
-            return self.version
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        self._waiters.append(fut)
-        timer = None if timeout is None else loop.call_later(max(timeout, 0.0), _expire, fut)
-        try:
-            await fut
-        finally:
-            if timer is not None:
-                timer.cancel()
-            if not fut.done():
-                fut.cancel()
-            with contextlib.suppress(ValueError):
-                self._waiters.remove(fut)
-        return self.version
-
-
-def _expire(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 class _StreamKeys:
