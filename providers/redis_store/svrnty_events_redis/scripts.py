@@ -8,10 +8,10 @@ Conventions shared by the scripts (see the README for the whole mapping):
   consumers own their in-flight entries in its pending-entries list (PEL), the pseudo consumer
   ``svrnty:parked`` owns entries waiting for redelivery and ``svrnty:dead`` dead-lettered ones,
   so the PEL's delivery count is the attempt count of every event the group has not settled;
-* per group: ``avail`` (sorted set of sequences claimable now), ``timers`` (sorted set of
-  sequences scored by the Redis time, in ms, at which they become claimable: visibility
-  deadlines of in-flight entries and due times of delayed ones), ``reasons`` (hash sequence ->
-  last nack reason).
+* per group: ``avail`` (sorted set of sequences claimable now), ``timers`` (sorted set scored
+  by Redis time in ms: ``c:<visibility timeout ms>:<consumer>`` at the earliest visibility
+  deadline of the entries the consumer holds, checked against the PEL's idle times when due,
+  and ``<sequence>`` at the due time of a delayed redelivery), ``reasons`` (hash sequence -> last nack reason).
 
 Times come from Redis ``TIME``, so deadlines agree across hosts whatever their clocks say.
 """
@@ -29,6 +29,16 @@ local function seq_of(id) return tonumber(string.match(id, '^(%d+)-')) end
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- In the PEL a consumer claiming with a visibility timeout of vt ms is named '<consumer>@<vt>',
+-- so the timeout of each entry it holds is known from its owner's name.
+local function rname(consumer, vt) return consumer .. '@' .. vt end
+local function base_of(owner)
+  return string.match(owner, '^(.*)@%d+$') or owner
+end
+local function held_by(owner, consumer)
+  return owner ~= nil and owner ~= false and base_of(owner) == consumer
 end
 
 -- owner and delivery count of a pending entry, or nil
@@ -60,14 +70,22 @@ local function last_delivered(log, gname)
   return nil
 end
 
--- lowest sequence the group has not settled (cursor, available, in flight or delayed)
-local function group_floor(last, avail, timers)
+-- lowest sequence the group has not settled: its cursor, or an entry some consumer holds
+-- (in flight, or parked by svrnty:parked for redelivery). Dead letters keep a copy of their
+-- envelope, so they do not hold the stream back.
+local function group_floor(log, gname, last)
   local f = last + 1
-  local a = redis.call('ZRANGE', avail, 0, 0)
-  if #a > 0 and tonumber(a[1]) < f then f = tonumber(a[1]) end
-  for _, m in ipairs(redis.call('ZRANGE', timers, 0, -1)) do
-    local s = tonumber(m)
-    if s < f then f = s end
+  local ok, cs = pcall(redis.call, 'XINFO', 'CONSUMERS', log, gname)
+  if not ok then return f end
+  for _, c in ipairs(cs) do
+    local name, count
+    for i = 1, #c, 2 do
+      if c[i] == 'name' then name = c[i + 1] elseif c[i] == 'pending' then count = c[i + 1] end
+    end
+    if name ~= DEAD and count and count > 0 then
+      local p = redis.call('XPENDING', log, gname, '-', '+', 1, name)
+      if #p > 0 and seq_of(p[1][1]) < f then f = seq_of(p[1][1]) end
+    end
   end
   return f
 end
@@ -87,23 +105,57 @@ local function create_group(log, meta, groups, subs, sub, group, gname, start)
   redis.call('SADD', groups, group)
 end
 
--- move entries whose timer is due to 'avail' (expired in-flight ones are parked first)
-local function process_due(log, gname, avail, timers, reasons, now)
+-- a consumer's entries in flight longer than the visibility timeout go back for redelivery;
+-- its timer is set again for the earliest deadline of those it still holds
+-- ('expired' records when a consumer last lost entries this way: its acks of entries claimed
+-- before then are checked one by one, the others need no check)
+local function expire_consumer(log, gname, avail, timers, reasons, expired, rn, now, vt)
+  local p = redis.call('XPENDING', log, gname, '-', '+', 1000000, rn)
+  local oldest = nil
+  for _, x in ipairs(p) do
+    local idle = tonumber(x[3])
+    if idle >= vt then
+      local m = fmt(seq_of(x[1]))
+      redis.call('HSET', expired, base_of(rn), now)
+      redis.call('XCLAIM', log, gname, PARKED, 0, x[1], 'JUSTID')
+      redis.call('HSETNX', reasons, m, 'visibility timeout expired')
+      redis.call('ZADD', avail, m, m)
+    elseif not oldest or idle > oldest then
+      oldest = idle
+    end
+  end
+  if oldest then redis.call('ZADD', timers, now + vt - oldest, 'c:' .. rn) end
+end
+
+-- timers: 'c:<consumer>@<vt>' scored by the earliest visibility deadline of what the consumer
+-- holds under that name, and '<sequence>' scored by the due time of a delayed redelivery.
+-- Process the due ones.
+local function process_due(log, gname, avail, timers, reasons, expired, now)
   local due = redis.call('ZRANGEBYSCORE', timers, '-inf', now, 'LIMIT', 0, 1000)
   for _, m in ipairs(due) do
     redis.call('ZREM', timers, m)
-    local id = id_of(m)
-    local owner = pending(log, gname, id)
-    if owner and owner ~= DEAD then
-      if owner ~= PARKED then
-        redis.call('XCLAIM', log, gname, PARKED, 0, id, 'JUSTID')
-        redis.call('HSETNX', reasons, m, 'visibility timeout expired')
+    local rn, vt = string.match(m, '^c:(.*@(%d+))$')
+    if rn then
+      expire_consumer(log, gname, avail, timers, reasons, expired, rn, now, tonumber(vt))
+    else
+      local owner = pending(log, gname, id_of(m))
+      if owner and owner ~= DEAD then
+        if owner ~= PARKED then  -- an in-flight entry with a deadline of its own
+          redis.call('HSET', expired, base_of(owner), now)
+          redis.call('XCLAIM', log, gname, PARKED, 0, id_of(m), 'JUSTID')
+          redis.call('HSETNX', reasons, m, 'visibility timeout expired')
+        end
+        redis.call('ZADD', avail, m, m)
+      elseif not owner then
+        redis.call('HDEL', reasons, m)
       end
-      redis.call('ZADD', avail, m, m)
-    elseif not owner then
-      redis.call('HDEL', reasons, m)
     end
   end
+end
+
+-- the consumer now holds entries delivered at or after now: look at them by their deadline
+local function arm(timers, rn, now, vt)
+  redis.call('ZADD', timers, 'LT', now + vt, 'c:' .. rn)
 end
 
 local function next_due(timers)
@@ -113,20 +165,22 @@ local function next_due(timers)
 end
 
 -- new entries past the group's cursor, straight into the consumer's PEL
-local function read_new(log, gname, consumer, timers, n, deadline, out)
+local function read_new(log, gname, rn, timers, n, now, vt, out)
   if n <= 0 then return end
-  local r = redis.call('XREADGROUP', 'GROUP', gname, consumer, 'COUNT', n, 'STREAMS', log, '>')
+  local r = redis.call('XREADGROUP', 'GROUP', gname, rn, 'COUNT', n, 'STREAMS', log, '>')
   if not r then return end
+  if #r[1][2] > 0 then arm(timers, rn, now, vt) end
   for _, e in ipairs(r[1][2]) do
-    local m = fmt(seq_of(e[1]))
-    redis.call('ZADD', timers, deadline, m)
-    out[#out + 1] = {m, 1, false, e[2]}
+    out[#out + 1] = {fmt(seq_of(e[1])), 1, false, e[2]}
   end
 end
 """
 
 # KEYS: log meta versions; ARGV: eid-prefix expected corr dedup-ms maxlen max-age-ms channel
-#       then 7 per event: id type corr ts content-type data headers
+#       then 4 per event: id corr envelope data
+# An entry has three fields: 'e' (the envelope as a JSON array: id, type, correlation id,
+# timestamp, content type and headers when there are any), 'd' (the payload bytes) and 't'
+# (the append time in ms, Redis clock, for retention by age).
 APPEND = COMMON + r"""
 local log, meta, versions = KEYS[1], KEYS[2], KEYS[3]
 if ARGV[2] ~= '' then
@@ -139,9 +193,9 @@ local ttl = tonumber(ARGV[4])
 local out = {}
 local batch = {}
 local added = 0
-local n = (#ARGV - 7) / 7
+local n = (#ARGV - 7) / 4
 for i = 0, n - 1 do
-  local b = 8 + i * 7
+  local b = 8 + i * 4
   local id = ARGV[b]
   local key = ARGV[1] .. id
   local prev = batch[id] or redis.call('GET', key)
@@ -149,15 +203,9 @@ for i = 0, n - 1 do
     out[#out + 1] = prev
   else
     local m = fmt(seq)
-    local fields = {'id', id, 'type', ARGV[b + 1], 'corr', ARGV[b + 2], 'ts', ARGV[b + 3],
-                    'ct', ARGV[b + 4], 'data', ARGV[b + 5], 't', now}
-    if ARGV[b + 6] ~= '' then
-      fields[#fields + 1] = 'h'
-      fields[#fields + 1] = ARGV[b + 6]
-    end
-    redis.call('XADD', log, m .. '-1', unpack(fields))
+    redis.call('XADD', log, m .. '-1', 'e', ARGV[b + 2], 'd', ARGV[b + 3], 't', now)
     redis.call('SET', key, m, 'PX', ttl)
-    redis.call('HINCRBY', versions, ARGV[b + 2], 1)
+    redis.call('HINCRBY', versions, ARGV[b + 1], 1)
     batch[id] = m
     out[#out + 1] = m
     seq = seq + 1
@@ -207,8 +255,7 @@ for i = 1, #flat, 2 do
     for _, g in ipairs(groups) do
       local last = last_delivered(log, sub .. ':' .. g)
       if last then
-        local gb = base .. ':g:' .. g
-        local f = group_floor(last, gb .. ':avail', gb .. ':timers')
+        local f = group_floor(log, sub .. ':' .. g, last)
         if f < low then low = f end
       end
     end
@@ -235,15 +282,15 @@ create_group(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], star
 return 1
 """
 
-# KEYS: log groups avail timers reasons subs; ARGV: sub group gname
+# KEYS: log groups avail timers reasons expired subs; ARGV: sub group gname
 DELETE_GROUP = COMMON + r"""
-local log, groups, avail, timers, reasons, subs = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local log, groups, avail, timers, reasons, expired, subs = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 if redis.call('SISMEMBER', groups, ARGV[2]) == 0 then return 0 end
 local last = last_delivered(log, ARGV[3])
 local f = nil
-if last then f = group_floor(last, avail, timers) end
+if last then f = group_floor(log, ARGV[3], last) end
 pcall(redis.call, 'XGROUP', 'DESTROY', log, ARGV[3])
-redis.call('DEL', avail, timers, reasons)
+redis.call('DEL', avail, timers, reasons, expired)
 redis.call('SREM', groups, ARGV[2])
 if f and redis.call('SCARD', groups) == 0 then
   local cur = tonumber(redis.call('HGET', subs, ARGV[1]) or '0')
@@ -253,7 +300,7 @@ return 1
 """
 
 _GROUP_PREAMBLE = r"""
-local log, meta, groups, subs, avail, timers, reasons = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local log, meta, groups, subs, avail, timers, reasons, expired = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local sub, group, gname = ARGV[1], ARGV[2], ARGV[3]
 if redis.call('SISMEMBER', groups, group) == 0 then
   create_group(log, meta, groups, subs, sub, group, gname, nil)
@@ -261,11 +308,15 @@ end
 local now = now_ms()
 """
 
-# Claim without a selector, in one step.
-# KEYS: log meta groups subs avail timers reasons; ARGV: sub group gname consumer max vt-ms
+# Claim without a selector, step 1 of 2: due timers, then entries waiting for redelivery (in
+# sequence order). The consumer's timer is set before the caller reads new entries with
+# XREADGROUP itself (step 2: Redis replies straight to the client, which is twice as fast as
+# a read relayed through Lua), so what it reads is always covered by a deadline.
+# KEYS: log meta groups subs avail timers reasons expired; ARGV: sub group gname consumer max vt-ms
 CLAIM = COMMON + _GROUP_PREAMBLE + r"""
-local consumer, max, deadline = ARGV[4], tonumber(ARGV[5]), now + tonumber(ARGV[6])
-process_due(log, gname, avail, timers, reasons, now)
+local max, vt = tonumber(ARGV[5]), tonumber(ARGV[6])
+local rn = rname(ARGV[4], vt)
+process_due(log, gname, avail, timers, reasons, expired, now)
 local out = {}
 if max > 0 then
   for _, m in ipairs(redis.call('ZRANGE', avail, 0, max - 1)) do
@@ -273,23 +324,22 @@ if max > 0 then
     local id = id_of(m)
     local owner, count = pending(log, gname, id)
     local r = nil
-    if owner then r = redis.call('XCLAIM', log, gname, consumer, 0, id, 'RETRYCOUNT', count + 1) end
+    if owner then r = redis.call('XCLAIM', log, gname, rn, 0, id, 'RETRYCOUNT', count + 1) end
     if r and #r > 0 and r[1] then
-      redis.call('ZADD', timers, deadline, m)
       out[#out + 1] = {m, count + 1, redis.call('HGET', reasons, m), r[1][2]}
     else
       redis.call('HDEL', reasons, m)
     end
   end
+  arm(timers, rn, now, vt)
 end
-read_new(log, gname, consumer, timers, max - #out, deadline, out)
 return {now, next_due(timers), out}
 """
 
 # Claim with a selector, step 1: due timers, then a page of available entries to look at.
-# ARGV: sub group gname after-seq page process-due(0/1)
+# ARGV: sub group gname after-seq page process-due(0/1) vt-ms
 PEEK = COMMON + _GROUP_PREAMBLE + r"""
-if ARGV[6] == '1' then process_due(log, gname, avail, timers, reasons, now) end
+if ARGV[6] == '1' then process_due(log, gname, avail, timers, reasons, expired, now) end
 local out = {}
 local page = redis.call('ZRANGEBYSCORE', avail, '(' .. ARGV[4], '+inf', 'LIMIT', 0, tonumber(ARGV[5]))
 for _, m in ipairs(page) do
@@ -310,7 +360,8 @@ return {now, #page, out}
 # n new entries into the consumer's PEL.
 # ARGV: sub group gname consumer vt-ms channel n-new n-deliver n-drop n-skip n-dropnew seqs...
 TAKE = COMMON + _GROUP_PREAMBLE + r"""
-local consumer, deadline, channel = ARGV[4], now + tonumber(ARGV[5]), ARGV[6]
+local vt, channel = tonumber(ARGV[5]), ARGV[6]
+local rn = rname(ARGV[4], vt)
 local n_new, nd, nx, ns, nn = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
 local i = 12
 local taken = {}
@@ -319,15 +370,15 @@ for _ = 1, nd do
   if redis.call('ZREM', avail, m) == 1 then
     local owner, count = pending(log, gname, id_of(m))
     local r = nil
-    if owner then r = redis.call('XCLAIM', log, gname, consumer, 0, id_of(m), 'JUSTID', 'RETRYCOUNT', count + 1) end
+    if owner then r = redis.call('XCLAIM', log, gname, rn, 0, id_of(m), 'JUSTID', 'RETRYCOUNT', count + 1) end
     if r and #r > 0 then
-      redis.call('ZADD', timers, deadline, m)
       taken[#taken + 1] = {m, count + 1, redis.call('HGET', reasons, m)}
     else
       redis.call('HDEL', reasons, m)
     end
   end
 end
+if #taken > 0 then arm(timers, rn, now, vt) end
 for _ = 1, nx do
   local m = ARGV[i]; i = i + 1
   if redis.call('ZREM', avail, m) == 1 then
@@ -338,59 +389,86 @@ end
 local skipped = 0
 for _ = 1, ns do
   local m = ARGV[i]; i = i + 1
-  if pending(log, gname, id_of(m)) == consumer then
+  if pending(log, gname, id_of(m)) == rn then
     redis.call('XCLAIM', log, gname, PARKED, 0, id_of(m), 'JUSTID', 'RETRYCOUNT', 0)
-    redis.call('ZREM', timers, m)
     redis.call('ZADD', avail, m, m)
     skipped = skipped + 1
   end
 end
 for _ = 1, nn do
   local m = ARGV[i]; i = i + 1
-  if pending(log, gname, id_of(m)) == consumer then
+  if pending(log, gname, id_of(m)) == rn then
     redis.call('XACK', log, gname, id_of(m))
-    redis.call('ZREM', timers, m)
     redis.call('HDEL', reasons, m)
   end
 end
 if skipped > 0 then redis.call('PUBLISH', channel, '') end
 local new = {}
-read_new(log, gname, consumer, timers, n_new, deadline, new)
+read_new(log, gname, rn, timers, n_new, now, vt, new)
 return {now, next_due(timers), taken, new}
 """
 
-# KEYS: log groups timers reasons; ARGV: gname group consumer eid-prefix then pairs (event-id, seq|'')
+# Settle the entries a consumer holds. The caller says when (Redis ms) it claimed the oldest of
+# the batch: if the consumer has lost no entry to its visibility timeout since then, it still
+# holds every entry it claimed and has not settled, so the ids are settled as given, one XACK
+# per 1000 with no per-entry check. Otherwise each entry's owner is checked.
+# KEYS: log groups reasons expired; ARGV: gname group consumer eid-prefix since-ms, the entry
+# ids (comma separated), the sequences that have a nack reason (comma separated), then event
+# ids whose sequence the caller does not know. Returns the positions (from 1: entry ids, then
+# event ids) of the entries the consumer did not hold.
 ACK = COMMON + r"""
-local log, groups, timers, reasons = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local log, groups, reasons, expired = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local gname, consumer = ARGV[1], ARGV[3]
+local ids, with_reason = {}, {}
+for id in string.gmatch(ARGV[6], '[^,]+') do ids[#ids + 1] = id end
+for m in string.gmatch(ARGV[7], '[^,]+') do with_reason[#with_reason + 1] = m end
+local k = #ids
 local missing = {}
-local known = redis.call('SISMEMBER', groups, ARGV[2]) == 1
-for i = 5, #ARGV, 2 do
-  local m = ARGV[i + 1]
-  if m == '' then m = redis.call('GET', ARGV[4] .. ARGV[i]) end
-  local ok = false
-  if m and known and pending(log, gname, id_of(m)) == consumer then
-    redis.call('XACK', log, gname, id_of(m))
-    redis.call('ZREM', timers, m)
-    redis.call('HDEL', reasons, m)
-    ok = true
+if redis.call('SISMEMBER', groups, ARGV[2]) == 0 then
+  for i = 1, k + #ARGV - 7 do missing[i] = i end
+  return missing
+end
+if k > 0 then
+  local last = tonumber(redis.call('HGET', expired, consumer) or '-1')
+  if last < tonumber(ARGV[5]) then
+    for i = 1, k, 1000 do
+      redis.call('XACK', log, gname, unpack(ids, i, math.min(i + 999, k)))
+    end
+  else
+    for i = 1, k do
+      if held_by(pending(log, gname, ids[i]), consumer) then
+        redis.call('XACK', log, gname, ids[i])
+      else
+        missing[#missing + 1] = i
+      end
+    end
   end
-  if not ok then missing[#missing + 1] = ARGV[i] end
+end
+for i = 1, #with_reason, 1000 do
+  redis.call('HDEL', reasons, unpack(with_reason, i, math.min(i + 999, #with_reason)))
+end
+for i = 8, #ARGV do
+  local m = redis.call('GET', ARGV[4] .. ARGV[i])
+  if m and held_by(pending(log, gname, id_of(m)), consumer) then
+    redis.call('XACK', log, gname, id_of(m))
+    redis.call('HDEL', reasons, m)
+  else
+    missing[#missing + 1] = k + i - 7
+  end
 end
 return missing
 """
 
-# KEYS: log groups avail timers reasons; ARGV: gname group consumer eid-prefix event-id seq
-#       delay-ms reason channel
+# KEYS: log groups avail timers reasons expired; ARGV: gname group consumer eid-prefix event-id
+#       seq delay-ms reason channel
 NACK = COMMON + r"""
 local log, groups, avail, timers, reasons = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local gname, consumer = ARGV[1], ARGV[3]
 if redis.call('SISMEMBER', groups, ARGV[2]) == 0 then return 0 end
 local m = ARGV[6]
 if m == '' then m = redis.call('GET', ARGV[4] .. ARGV[5]) end
-if not m or pending(log, gname, id_of(m)) ~= consumer then return 0 end
+if not m or not held_by(pending(log, gname, id_of(m)), consumer) then return 0 end
 redis.call('XCLAIM', log, gname, PARKED, 0, id_of(m), 'JUSTID')
-redis.call('ZREM', timers, m)
 if ARGV[8] ~= '' then redis.call('HSET', reasons, m, ARGV[8]) end
 local delay = tonumber(ARGV[7])
 if delay > 0 then
@@ -402,31 +480,46 @@ redis.call('PUBLISH', ARGV[9], '')
 return 1
 """
 
-# KEYS: log groups avail timers; ARGV: gname group consumer channel
+# KEYS: log groups avail timers; ARGV: gname group consumer channel unseen-entry-ids (comma separated)
 RELEASE = COMMON + r"""
 local log, groups, avail, timers = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local gname, consumer = ARGV[1], ARGV[3]
 if redis.call('SISMEMBER', groups, ARGV[2]) == 0 then return 0 end
+local unseen = {}
+for id in string.gmatch(ARGV[5] or '', '[^,]+') do unseen[id] = true end
 local n = 0
-while true do
-  local p = redis.call('XPENDING', log, gname, '-', '+', 1000, consumer)
-  for _, x in ipairs(p) do
-    local m = fmt(seq_of(x[1]))
-    redis.call('XCLAIM', log, gname, PARKED, 0, x[1], 'JUSTID')
-    redis.call('ZREM', timers, m)
-    redis.call('ZADD', avail, m, m)
-    n = n + 1
+local ok, cs = pcall(redis.call, 'XINFO', 'CONSUMERS', log, gname)
+if not ok then return 0 end
+for _, c in ipairs(cs) do
+  local name
+  for i = 1, #c, 2 do if c[i] == 'name' then name = c[i + 1] end end
+  if name ~= PARKED and name ~= DEAD and held_by(name, consumer) then
+    while true do
+      local p = redis.call('XPENDING', log, gname, '-', '+', 1000, name)
+      for _, x in ipairs(p) do
+        local m = fmt(seq_of(x[1]))
+        if unseen[x[1]] then  -- handed over to no code: this delivery does not count
+          redis.call('XCLAIM', log, gname, PARKED, 0, x[1], 'JUSTID', 'RETRYCOUNT', math.max(tonumber(x[4]) - 1, 0))
+        else
+          redis.call('XCLAIM', log, gname, PARKED, 0, x[1], 'JUSTID')
+        end
+        redis.call('ZADD', avail, m, m)
+        n = n + 1
+      end
+      if #p < 1000 then break end
+    end
+    redis.call('ZREM', timers, 'c:' .. name)
+    redis.call('XGROUP', 'DELCONSUMER', log, gname, name)
   end
-  if #p < 1000 then break end
 end
 if n > 0 then redis.call('PUBLISH', ARGV[4], '') end
 return n
 """
 
-# KEYS: log groups avail timers reasons dead dead-index
+# KEYS: log groups avail timers reasons expired dead dead-index
 # ARGV: gname group consumer eid-prefix event-id seq reason attempts error has-error
 DEAD_LETTER = COMMON + r"""
-local log, groups, avail, timers, reasons, dead, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local log, groups, avail, timers, reasons, dead, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[7], KEYS[8]
 local gname = ARGV[1]
 if redis.call('SISMEMBER', groups, ARGV[2]) == 0 then return 0 end
 local m = ARGV[6]
@@ -445,8 +538,8 @@ end
 redis.call('XCLAIM', log, gname, DEAD, 0, id_of(m), 'JUSTID')
 local old = redis.call('HGET', index, ARGV[5])
 if old then redis.call('XDEL', dead, old) end
-local fields = {'seq', m, 'group', ARGV[2], 'consumer', ARGV[3], 'reason', ARGV[7],
-                'attempts', ARGV[8], 'at', now_ms()}
+local fields = {'seq', m, 'event', ARGV[5], 'group', ARGV[2], 'consumer', ARGV[3],
+                'reason', ARGV[7], 'attempts', ARGV[8], 'at', now_ms()}
 if ARGV[10] == '1' then
   fields[#fields + 1] = 'error'
   fields[#fields + 1] = ARGV[9]
@@ -478,7 +571,7 @@ for _, x in ipairs(letters) do
   local f = {}
   for j = 1, #x[2], 2 do f[x[2][j]] = x[2][j + 1] end
   redis.call('XDEL', dead, x[1])
-  redis.call('HDEL', index, f['id'])
+  redis.call('HDEL', index, f['event'] or f['id'])
   local gname = sub .. ':' .. f['group']
   if redis.call('SISMEMBER', groups, f['group']) == 1 then
     if replay then

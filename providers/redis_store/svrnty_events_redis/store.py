@@ -58,7 +58,6 @@ RESERVED_CONSUMERS = ("svrnty:parked", "svrnty:dead")
 
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError)
 _headers_decoder = msgspec.json.Decoder(dict[str, str])
-_encode = msgspec.json.encode
 
 
 class RedisStoreOptions(msgspec.Struct, forbid_unknown_fields=True):
@@ -128,9 +127,9 @@ class _SubKeys:
     def gname(self, group: str) -> str:
         return f"{self.name}:{group}"
 
-    def group_keys(self, group: str) -> tuple[str, str, str]:
+    def group_keys(self, group: str) -> tuple[str, str, str, str]:
         g = f"{self.base}:g:{group}"
-        return f"{g}:avail", f"{g}:timers", f"{g}:reasons"
+        return f"{g}:avail", f"{g}:timers", f"{g}:reasons", f"{g}:expired"
 
 
 def _fields(flat: list[Any]) -> dict[bytes, bytes]:
@@ -138,17 +137,60 @@ def _fields(flat: list[Any]) -> dict[bytes, bytes]:
     return dict(zip(it, it))
 
 
+class _Envelope(msgspec.Struct, array_like=True, omit_defaults=True, gc=False):
+    """An entry's field ``e``: the envelope, a JSON array (readable with redis-cli)."""
+
+    id: str
+    type: str
+    corr: str
+    ts: datetime
+    ct: str
+    h: dict[str, str] = {}
+
+
+_envelope_encoder = msgspec.json.Encoder()
+_envelope_decoder = msgspec.json.Decoder(_Envelope)
+
+
+def _entry(e: RecordedEvent) -> bytes:
+    return _envelope_encoder.encode(
+        _Envelope(e.id, e.type, e.correlation_id, e.timestamp, e.content_type, e.headers))
+
+
+def _from_envelope(stream: str, seq: int, envelope: bytes, data: bytes) -> RecordedEvent:
+    v = _envelope_decoder.decode(envelope)
+    return RecordedEvent(id=v.id, stream=stream, type=v.type, correlation_id=v.corr,
+                         timestamp=v.ts, data=data, sequence=seq, content_type=v.ct,
+                         headers=v.h)
+
+
 def _event(stream: str, seq: int, flat: list[Any]) -> RecordedEvent:
+    """An entry's event from its flat field list (name, value, name, value...)."""
+    if flat[0] == b"e" and flat[2] == b"d":  # as the append script writes it
+        return _from_envelope(stream, seq, flat[1], flat[3])
     return _event_from(stream, seq, _fields(flat))
 
 
 def _event_from(stream: str, seq: int, f: dict[bytes, bytes]) -> RecordedEvent:
+    envelope = f.get(b"e")
+    if envelope is not None:
+        return _from_envelope(stream, seq, envelope, f[b"d"])
+    # entries written with one field per envelope attribute
     headers = f.get(b"h")
     return RecordedEvent(
         id=f[b"id"].decode(), stream=stream, type=f[b"type"].decode(),
         correlation_id=f[b"corr"].decode(), timestamp=datetime.fromisoformat(f[b"ts"].decode()),
         data=f[b"data"], sequence=seq, content_type=f[b"ct"].decode(),
         headers=_headers_decoder.decode(headers) if headers else {})
+
+
+#: what the store remembers of an event a consumer claimed: (entry id, Redis time in ms of the
+#: claim, whether the event has a nack reason to clear when settled)
+_Claim = tuple[bytes, int, bool]
+
+
+def _raw_reply(response: Any, **options: Any) -> Any:
+    return response
 
 
 def _str(value: Any) -> str | None:
@@ -171,9 +213,10 @@ class RedisStore(EventStore):
         self._streams: dict[str, _StreamKeys] = {}
         self._by_channel: dict[bytes, _StreamKeys] = {}
         self._subs: dict[str, _SubKeys] = {}
-        # event id -> sequence of events claimed through this store, so that ack / nack need
-        # no lookup (the dedup key serves as a fallback)
-        self._seqs: dict[tuple[str, str], str] = {}
+        # (subscription, group, consumer) -> what the consumer claimed through this store:
+        # event id -> (entry id, Redis time in ms of the claim, has a nack reason), so that
+        # ack / nack need no lookup (the dedup key serves as a fallback)
+        self._held: dict[tuple[str, str, str], dict[str, _Claim]] = {}
         self._scripts: dict[str, Any] = {}
         self._closed = False
         self._where = _redact(self.options.url)
@@ -219,6 +262,9 @@ class RedisStore(EventStore):
         self._client = aioredis.Redis.from_url(
             o.url, max_connections=o.max_connections, socket_timeout=None,
             **self._connect_kwargs())
+        # XREADGROUP replies are read as Redis sends them (entries as flat field lists), which
+        # saves building a dict per entry
+        self._client.set_response_callback("XREADGROUP", _raw_reply)
         # the notification connection blocks on reads, so it has no socket timeout
         self._pubsub_client = aioredis.Redis.from_url(
             o.url, max_connections=2, socket_timeout=None, **self._connect_kwargs())
@@ -354,8 +400,7 @@ class RedisStore(EventStore):
             int(self.options.dedup_window * 1000), cfg.retention_max_count or 0,
             int(cfg.retention_max_age * 1000) if cfg.retention_max_age else 0, s.channel]
         for e in events:
-            args += (e.id, e.type, e.correlation_id, e.timestamp.isoformat(), e.content_type,
-                     e.data, _encode(e.headers) if e.headers else "")
+            args += (e.id, e.correlation_id, _entry(e), e.data)
         result = await self._run("APPEND", [s.log, s.meta, s.versions], args)
         if result[0] == b"conflict":
             raise ConcurrencyError(stream, correlation, expected_version or 0, int(result[1]))
@@ -441,16 +486,29 @@ class RedisStore(EventStore):
         s = sub.stream
         await self._run("DELETE_GROUP", [s.log, sub.groups, *sub.group_keys(group), s.subs],
                         [subscription, group, sub.gname(group)])
+        for key in [k for k in self._held if k[0] == subscription and k[1] == group]:
+            del self._held[key]
 
-    def _claimed(self, sub: _SubKeys, seq: bytes, attempt: int, reason: Any,
-                 event: RecordedEvent) -> Claimed:
-        self._remember(sub.stream.name, event.id, seq)
+    def _holding(self, subscription: str, group: str, consumer_id: str) -> dict[str, _Claim]:
+        key = (subscription, group, consumer_id)
+        held = self._held.get(key)
+        if held is None:
+            held = self._held[key] = {}
+        elif len(held) > 100_000:
+            held.clear()  # bounded: the dedup keys still resolve ids
+        return held
+
+    @staticmethod
+    def _claimed(held: dict[str, _Claim], seq: bytes, attempt: int, reason: Any,
+                 event: RecordedEvent, now: Any) -> Claimed:
+        held[event.id] = (seq + b"-1", int(now), reason is not None)
         return Claimed(event, int(attempt), _str(reason))
 
-    def _remember(self, stream: str, event_id: str, seq: bytes | str) -> None:
-        if len(self._seqs) > 200_000:
-            self._seqs.clear()  # the dedup keys still resolve ids
-        self._seqs[(stream, event_id)] = seq.decode() if isinstance(seq, bytes) else seq
+    def _forget(self, subscription: str, group: str, consumer_id: str, event_id: str) -> str:
+        """The sequence of an event the consumer claimed here ('' if unknown), forgotten."""
+        held = self._held.get((subscription, group, consumer_id))
+        known = None if held is None else held.pop(event_id, None)
+        return "" if known is None else known[0].split(b"-", 1)[0].decode()
 
     @staticmethod
     def _next_due(now_ms: Any, due_ms: Any) -> float | None:
@@ -469,11 +527,36 @@ class RedisStore(EventStore):
         keys = self._group_keys(sub, group)
         vt_ms = max(int(visibility_timeout * 1000), 1)
         head = [subscription, group, sub.gname(group)]
+        held = self._holding(subscription, group, consumer_id)
         if selector is None:
             now, due, entries = await self._run(
                 "CLAIM", keys, [*head, consumer_id, max_count, vt_ms])
-            claimed = [self._claimed(sub, m, attempt, reason, _event(s.name, int(m), flat))
+            claimed = [self._claimed(held, m, attempt, reason, _event(s.name, int(m), flat), now)
                        for m, attempt, reason, flat in entries]
+            room = max_count - len(claimed)
+            if room > 0:
+                # new entries: read straight from Redis (the script set the consumer's timer)
+                async with self._io():
+                    reply = await self.redis.execute_command(
+                        "XREADGROUP", "GROUP", head[2], f"{consumer_id}@{vt_ms}", "COUNT", room,
+                        "STREAMS", s.log, ">")
+                name = s.name
+                at = int(now)
+                if isinstance(reply, dict):  # RESP3: a map of stream -> entries
+                    reply = list(reply.items())
+                decode = _envelope_decoder.decode
+                append = claimed.append
+                for _, new in reply or ():
+                    for entry_id, flat in new:
+                        seq = int(entry_id.split(b"-", 1)[0])
+                        if flat[0] == b"e" and flat[2] == b"d":  # the hot path, inlined
+                            v = decode(flat[1])
+                            e = RecordedEvent(v.id, name, v.type, v.corr, v.ts, flat[3], seq,
+                                              v.ct, v.h)
+                        else:
+                            e = _event(name, seq, flat)
+                        held[e.id] = (entry_id, at, False)
+                        append(Claimed(e, 1))
             return ClaimResult(claimed, version, self._next_due(now, due))
 
         # 1. events waiting for redelivery: look, let the selector choose, then take
@@ -484,7 +567,7 @@ class RedisStore(EventStore):
         first = True
         while len(deliver) < max_count and scanned < self.options.max_scan:
             _, count, entries = await self._run(
-                "PEEK", keys, [*head, after, page, "1" if first else "0"])
+                "PEEK", keys, [*head, after, page, "1" if first else "0", vt_ms])
             first = False
             scanned += int(count)
             for m, flat in entries:
@@ -509,14 +592,14 @@ class RedisStore(EventStore):
             "TAKE", keys, [*head, consumer_id, vt_ms, s.channel, n_new, len(deliver), len(drop),
                            0, 0, *deliver, *drop])
         for m, attempt, reason in taken:
-            claimed.append(self._claimed(sub, m, attempt, reason, candidates[m.decode()]))
+            claimed.append(self._claimed(held, m, attempt, reason, candidates[m.decode()], now))
         for _ in range(64):  # bounded: each round reads at most max_count new events
             requested = n_new
             for m, attempt, reason, flat in new:
                 e = _event(s.name, int(m), flat)
                 verdict = selector(e)
                 if verdict is _DELIVER:
-                    claimed.append(self._claimed(sub, m, attempt, reason, e))
+                    claimed.append(self._claimed(held, m, attempt, reason, e, now))
                 elif verdict is _SKIP:
                     skip_new.append(m.decode())
                 else:
@@ -533,26 +616,38 @@ class RedisStore(EventStore):
                 break
         return ClaimResult(claimed, version, self._next_due(now, due))
 
-    def _seq(self, stream: str, event_id: str) -> str:
-        return self._seqs.get((stream, event_id), "")
-
     async def ack(self, subscription: str, group: str, consumer_id: str,
                   event_ids: Sequence[str]) -> list[str]:
         if not event_ids:
             return []
         sub = self._sub(subscription)
         s = sub.stream
-        avail, timers, reasons = sub.group_keys(group)
-        args: list[Any] = [sub.gname(group), group, consumer_id, s.eid]
+        _, _, reasons, expired = sub.group_keys(group)
+        held = self._held.get((subscription, group, consumer_id), {})
+        known: list[str] = []
+        claims: list[_Claim] = []
+        unknown: list[str] = []
         for event_id in event_ids:
-            args += (event_id, self._seq(s.name, event_id))
-        missing = await self._run("ACK", [s.log, sub.groups, timers, reasons], args)
-        missing_ids = [m.decode() for m in missing]
-        gone = set(missing_ids)
-        for event_id in event_ids:
-            if event_id not in gone:
-                self._seqs.pop((s.name, event_id), None)
-        return missing_ids
+            claim = held.pop(event_id, None)
+            if claim is None:
+                unknown.append(event_id)
+            else:
+                known.append(event_id)
+                claims.append(claim)
+        since = min([c[1] for c in claims]) if claims else 0
+        # ids joined in one argument: far cheaper for redis-py to send than one each
+        with_reason = b",".join([c[0].split(b"-", 1)[0] for c in claims if c[2]])
+        try:
+            missing = await self._run(
+                "ACK", [s.log, sub.groups, reasons, expired],
+                [sub.gname(group), group, consumer_id, s.eid, since,
+                 b",".join([c[0] for c in claims]), with_reason, *unknown])
+        except BaseException:
+            for event_id, claim in zip(known, claims):  # not settled: keep what is known
+                held[event_id] = claim
+            raise
+        ordered = known + unknown
+        return [ordered[int(i) - 1] for i in missing]
 
     async def nack(self, subscription: str, group: str, consumer_id: str, event_id: str, *,
                    delay: float, reason: str | None = None) -> bool:
@@ -560,19 +655,23 @@ class RedisStore(EventStore):
         s = sub.stream
         done = await self._run(
             "NACK", [s.log, sub.groups, *sub.group_keys(group)],
-            [sub.gname(group), group, consumer_id, s.eid, event_id, self._seq(s.name, event_id),
+            [sub.gname(group), group, consumer_id, s.eid, event_id,
+             self._forget(subscription, group, consumer_id, event_id),
              int(max(delay, 0.0) * 1000), reason or "", s.channel])
         return bool(done)
 
     async def release(self, subscription: str, group: str, consumer_id: str, *,
                       unseen: Sequence[str] = ()) -> int:
-        # the delivery count lives in Redis's pending list, which only grows: a prefetched
-        # event released unseen still counts one attempt here (documented in the README)
         sub = self._sub(subscription)
         s = sub.stream
-        avail, timers, _ = sub.group_keys(group)
-        return int(await self._run("RELEASE", [s.log, sub.groups, avail, timers],
-                                   [sub.gname(group), group, consumer_id, s.channel]))
+        avail, timers, _, _ = sub.group_keys(group)
+        held = self._held.get((subscription, group, consumer_id), {})
+        # an unseen event's delivery count is set back by one (XCLAIM ... RETRYCOUNT)
+        hidden = b",".join([held[i][0] for i in unseen if i in held])
+        n = int(await self._run("RELEASE", [s.log, sub.groups, avail, timers],
+                                [sub.gname(group), group, consumer_id, s.channel, hidden]))
+        self._held.pop((subscription, group, consumer_id), None)
+        return n
 
     async def wait_for_change(self, subscription: str, group: str, version: int,
                               timeout: float | None) -> int:
@@ -591,9 +690,9 @@ class RedisStore(EventStore):
         s = sub.stream
         done = await self._run(
             "DEAD_LETTER", [s.log, sub.groups, *sub.group_keys(group), sub.dead, sub.dead_index],
-            [sub.gname(group), group, consumer_id, s.eid, event_id, self._seq(s.name, event_id),
+            [sub.gname(group), group, consumer_id, s.eid, event_id,
+             self._forget(subscription, group, consumer_id, event_id),
              reason, attempts, error or "", "0" if error is None else "1"])
-        self._seqs.pop((s.name, event_id), None)
         return bool(done)
 
     async def list_dead_letters(self, subscription: str, *,
