@@ -10,6 +10,10 @@ A mode decides which consumer(s) an event goes to, through two choices:
 
 The engine tells the mode when consumers join and leave and when events are handed out and
 settled, so a mode can keep per-key ordering (as ``consumer_group`` does).
+
+On a store shared by several hosts (``Capabilities.shared``), a mode with a ``sync_interval``
+is also called (``sync``) every so often with the store's leases of its group, so that its
+choices agree across hosts: ``consumer_group`` keeps its members and partition owners there.
 """
 
 from __future__ import annotations
@@ -17,12 +21,32 @@ from __future__ import annotations
 import time
 import zlib
 from collections import defaultdict
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from .config import SubscriptionConfig
 from .events import RecordedEvent
 from .hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from .store import EventStore
+
+
+class Leases:
+    """The store's leases of one delivery group (see ``EventStore.leases``), for ``Mode.sync``."""
+
+    def __init__(self, store: EventStore, subscription: str, group: str) -> None:
+        self.store = store
+        self.subscription = subscription
+        self.group = group
+
+    async def update(self, *, acquire: Mapping[str, tuple[str, float]] | None = None,
+                     release: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Release, then take or renew leases, atomically; returns every unexpired lease."""
+        return await self.store.leases(self.subscription, self.group, acquire=acquire,
+                                       release=release)
 
 
 class Mode:
@@ -55,6 +79,20 @@ class Mode:
         Return True if another consumer may now take events it could not take before."""
         return False
 
+    #: on a store shared by several hosts: seconds between two ``sync`` calls (None: the mode
+    #: needs none, its choices are right whatever other hosts do)
+    sync_interval: float | None = None
+    #: set by the engine before any consumer joins: the store is shared by several hosts and
+    #: ``sync`` will be called
+    shared_store: bool = False
+
+    async def sync(self, leases: Leases) -> bool:
+        """On a shared store: called every ``sync_interval`` seconds while this host has
+        consumers in the subscription's shared group, at once after a join or a leave, and
+        once more after the last of them left. Return True when consumers of this host may now
+        take events they could not take before (the engine wakes them)."""
+        return False
+
 
 class Broadcast(Mode):
     """Every consumer gets every event."""
@@ -77,6 +115,9 @@ class ReadReceipt(Broadcast):
 class ConsumerGroupOptions(msgspec.Struct, forbid_unknown_fields=True):
     #: number of partitions correlation ids are hashed into
     partitions: int = 64
+    #: on a store shared by several hosts: seconds between two renewals of this host's
+    #: memberships and partition leases (a host that stops renewing drops out after 3 of them)
+    sync_interval: float = 1.0
 
 
 class ConsumerGroup(Mode):
@@ -85,6 +126,13 @@ class ConsumerGroup(Mode):
     Partitions are spread over the consumers by rendezvous hashing, so a join or a leave moves
     only the partitions it must. Ordering survives a rebalance: a consumer does not take an event
     of a workflow while another consumer still holds an earlier event of it.
+
+    On a store shared by several hosts the members and the partition owners are leases in the
+    store: a consumer takes a partition's events only while it holds the partition's lease, and
+    gives the lease up (to the partition's new owner) once it holds no event of the partition.
+    A host that dies keeps its leases until they expire: a visibility timeout (plus two
+    ``sync_interval``) after its last renewal, when its in-flight events have come back too,
+    so a workflow's events still reach the new owner in order.
     """
 
     shared = True
@@ -92,13 +140,24 @@ class ConsumerGroup(Mode):
     def __init__(self, subscription: SubscriptionConfig,
                  options: ConsumerGroupOptions | None = None):
         super().__init__(subscription, options)
-        self.partitions = (options or ConsumerGroupOptions()).partitions
+        options = options or ConsumerGroupOptions()
+        self.partitions = options.partitions
+        self.sync_interval = options.sync_interval
         self.members: list[str] = []
         self._owner: dict[int, str] = {}
         # correlation id -> consumer -> (events held, visibility deadline of the latest)
         self._holders: dict[str, dict[str, tuple[int, float]]] = defaultdict(dict)
+        # shared store: members of every host, partition -> lease holder, partition ->
+        # consumer of this host -> (events held, deadline of the latest)
+        self._synced = False
+        self._view: list[str] = []
+        self._leased: dict[int, str] = {}
+        self._lease_until = 0.0
+        self._left: set[str] = set()
+        self._held: dict[int, dict[str, tuple[int, float]]] = defaultdict(dict)
 
     def join(self, consumer_id: str) -> None:
+        self._left.discard(consumer_id)
         if consumer_id not in self.members:
             self.members.append(consumer_id)
             self._owner.clear()
@@ -107,21 +166,34 @@ class ConsumerGroup(Mode):
         if consumer_id in self.members:
             self.members.remove(consumer_id)
             self._owner.clear()
+            if self.shared_store:
+                self._left.add(consumer_id)
 
     def partition_of(self, correlation_id: str) -> int:
         return zlib.crc32(correlation_id.encode()) % self.partitions
 
+    def _candidates(self) -> list[str]:
+        if not self.shared_store:
+            return self.members
+        return sorted((set(self._view) | set(self.members)) - self._left)
+
     def owner_of(self, partition: int) -> str | None:
         owner = self._owner.get(partition)
-        if owner is None and self.members:
-            owner = max(self.members,
-                        key=lambda m: zlib.crc32(f"{m}\x00{partition}".encode()))
-            self._owner[partition] = owner
+        if owner is None:
+            members = self._candidates()
+            if members:
+                owner = max(members,
+                            key=lambda m: zlib.crc32(f"{m}\x00{partition}".encode()))
+                self._owner[partition] = owner
         return owner
 
     def accepts(self, consumer_id: str, event: RecordedEvent) -> bool:
-        if self.owner_of(self.partition_of(event.correlation_id)) != consumer_id:
+        partition = self.partition_of(event.correlation_id)
+        if self.owner_of(partition) != consumer_id:
             return False
+        if self.shared_store:
+            return self._leased.get(partition) == consumer_id and \
+                time.monotonic() < self._lease_until
         holders = self._holders.get(event.correlation_id)
         if not holders:
             return True
@@ -132,12 +204,27 @@ class ConsumerGroup(Mode):
                    for c, (_, deadline) in holders.items())
 
     def delivered(self, consumer_id: str, event: RecordedEvent) -> None:
+        deadline = time.monotonic() + self.subscription.visibility_timeout
         holders = self._holders[event.correlation_id]
         count, _ = holders.get(consumer_id, (0, 0.0))
-        holders[consumer_id] = (count + 1,
-                                time.monotonic() + self.subscription.visibility_timeout)
+        holders[consumer_id] = (count + 1, deadline)
+        if self.shared_store:
+            held = self._held[self.partition_of(event.correlation_id)]
+            count, _ = held.get(consumer_id, (0, 0.0))
+            held[consumer_id] = (count + 1, deadline)
 
     def settled(self, consumer_id: str, event: RecordedEvent) -> bool:
+        if self.shared_store:
+            partition = self.partition_of(event.correlation_id)
+            held = self._held.get(partition)
+            if held and consumer_id in held:
+                count, deadline = held[consumer_id]
+                if count > 1:
+                    held[consumer_id] = (count - 1, deadline)
+                else:
+                    del held[consumer_id]
+                    if not held:
+                        del self._held[partition]
         holders = self._holders.get(event.correlation_id)
         if not holders or consumer_id not in holders:
             return False
@@ -149,8 +236,53 @@ class ConsumerGroup(Mode):
         if not holders:
             del self._holders[event.correlation_id]
             # a workflow that moved to another consumer during a rebalance is free for it now
+            # (on a shared store, once the lease moves: the engine syncs at once)
             return self.owner_of(self.partition_of(event.correlation_id)) != consumer_id
         return False
+
+    def _busy(self, consumer_id: str, partition: int, now: float) -> bool:
+        held = self._held.get(partition)
+        entry = held.get(consumer_id) if held else None
+        return entry is not None and entry[1] > now
+
+    async def sync(self, leases: Leases) -> bool:
+        started = time.monotonic()
+        member_ttl = 3 * self.sync_interval
+        lease_ttl = self.subscription.visibility_timeout + 2 * self.sync_interval
+        acquire: dict[str, tuple[str, float]] = {
+            f"m:{c}": (c, member_ttl) for c in self.members}
+        release: dict[str, str] = {f"m:{c}": c for c in self._left}
+        if not self._synced:
+            # first sync: learn who else is there before claiming partitions
+            self._apply(await leases.update(acquire=acquire, release=release))
+            self._synced = True
+        local = set(self.members)
+        for partition in range(self.partitions):
+            key = f"p:{partition}"
+            owner = self.owner_of(partition)
+            holder = self._leased.get(partition)
+            if holder is not None and holder != owner and (holder in local
+                                                           or holder in self._left):
+                if holder in local and self._busy(holder, partition, started):
+                    acquire[key] = (holder, lease_ttl)  # keep it until its events settle
+                    continue
+                release[key] = holder
+            if owner in local:
+                acquire[key] = (owner, lease_ttl)  # take it when free, or renew it
+        before = self._leased
+        table = await leases.update(acquire=acquire, release=release)
+        self._left.difference_update(c for c in release.values())
+        self._lease_until = started + lease_ttl - self.sync_interval
+        self._apply(table)
+        return any(holder in local and before.get(p) != holder
+                   for p, holder in self._leased.items())
+
+    def _apply(self, table: dict[str, str]) -> None:
+        view = sorted(k[2:] for k in table if k.startswith("m:"))
+        if view != self._view:
+            self._view = view
+            self._owner.clear()
+        self._leased = {int(k[2:]): h for k, h in table.items() if k.startswith("p:")}
 
 
 @hookimpl

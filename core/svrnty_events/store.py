@@ -20,7 +20,8 @@ from __future__ import annotations
 import abc
 import asyncio
 import enum
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import ClassVar
 
@@ -301,3 +302,35 @@ class EventStore(abc.ABC):
     @abc.abstractmethod
     async def is_processed(self, subscription: str, key: str) -> bool:
         """Whether ``mark_processed`` was called for ``key``."""
+
+    # --- coordination ---------------------------------------------------------------------------
+
+    async def leases(self, subscription: str, group: str, *,
+                     acquire: Mapping[str, tuple[str, float]] | None = None,
+                     release: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Named leases of a delivery group, for modes that coordinate consumers
+        (``consumer_group``'s partition owners and members), as one atomic step:
+
+        1. each lease of ``release`` (key -> holder) that this holder holds is dropped;
+        2. each lease of ``acquire`` (key -> (holder, seconds)) that is free, expired or
+           already this holder's is taken or renewed until now + seconds (others are left);
+        3. every unexpired lease of the group is returned, key -> holder.
+
+        A shared store keeps them where every host sees them, on its own clock. This default
+        keeps them in the process, which is right for a store that one process uses."""
+        tables = getattr(self, "_lease_tables", None)
+        if tables is None:
+            tables = {}
+            self._lease_tables = tables
+        table = tables.setdefault((subscription, group), {})
+        now = time.monotonic()
+        for key, holder in (release or {}).items():
+            if table.get(key, ("", 0.0))[0] == holder:
+                del table[key]
+        for key, (holder, seconds) in (acquire or {}).items():
+            current = table.get(key)
+            if current is None or current[1] <= now or current[0] == holder:
+                table[key] = (holder, now + seconds)
+        for key in [k for k, (_, until) in table.items() if until <= now]:
+            del table[key]
+        return {key: holder for key, (holder, _) in table.items()}

@@ -30,7 +30,7 @@ from .errors import (
     UnknownSubscriptionError,
 )
 from .events import EventTypes, RecordedEvent, event_type_name
-from .modes import Mode
+from .modes import Leases, Mode
 from .store import (
     SHARED_GROUP,
     Claimed,
@@ -176,6 +176,9 @@ class SubscriptionRuntime:
     #: the others on it, so an append wakes one consumer and not all of them
     store_waiter: Consumer | None = None
     followers: deque[asyncio.Future[None]] = field(default_factory=deque)
+    #: on a shared store, the task that runs the mode's sync (see Mode.sync), and its wake-up
+    sync_task: asyncio.Task[None] | None = None
+    sync_poke: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def name(self) -> str:
@@ -221,6 +224,7 @@ class Consumer:
         self._fetching = 0
         self._last_seen = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._refused: set[str] = set()
         self._selector = self._build_selector()
         self._deferred_acks: list[Delivery] = []
         #: deliveries fetched but not yet handed to the consumer's code (the iterator's buffer)
@@ -242,6 +246,10 @@ class Consumer:
         self._relay = shared and own_types is None and not mode_filters
         if sub_types is None and own_types is None and correlation is None and not mode_filters:
             return None
+        # workflows the mode turned down in the current claim (cleared before each): a claim
+        # looks at candidates across several store round trips, and the mode's choice may
+        # change meanwhile; a later event of a workflow must not go out before an earlier one
+        refused = self._refused
 
         def select(event: RecordedEvent) -> Selection:
             if sub_types is not None and event.type not in sub_types:
@@ -250,8 +258,12 @@ class Consumer:
                 return _DROP
             if own_types is not None and event.type not in own_types:
                 return own_miss
-            if mode_filters and not mode.accepts(me, event):
-                return _SKIP
+            if mode_filters:
+                if event.correlation_id in refused:
+                    return _SKIP
+                if not mode.accepts(me, event):
+                    refused.add(event.correlation_id)
+                    return _SKIP
             return _DELIVER
 
         return select
@@ -310,6 +322,7 @@ class Consumer:
                         return []
                     self._raise_if_closed()
                     continue
+                self._refused.clear()
                 try:
                     result = await self._store.claim(
                         self.subscription, self.group, self.consumer_id, max_count=room,
@@ -526,6 +539,7 @@ class Consumer:
             wake |= mode.settled(self.consumer_id, d.record)
         if wake:
             self._store.notify(self.subscription)
+            self.engine.request_sync(self.runtime)
         self._room.set()
 
     # --- close ---------------------------------------------------------------------------------
@@ -562,6 +576,8 @@ class Consumer:
                 runtime.mode.settled(self.consumer_id, d.record)
             if self.consumer_id not in runtime.consumers:
                 runtime.mode.leave(self.consumer_id)
+                if not self.private:
+                    self.engine.request_sync(runtime)
             if self.private and (self.correlation_id is not None
                                  or runtime.stream.type == StreamType.EPHEMERAL):
                 await store.delete_group(self.subscription, self.group)
@@ -591,6 +607,48 @@ class SubscriptionEngine:
 
     def add(self, runtime: SubscriptionRuntime) -> None:
         self.subscriptions[runtime.name] = runtime
+        if runtime.mode.sync_interval is not None and self.store.capabilities.shared:
+            runtime.mode.shared_store = True
+
+    # --- modes that agree across hosts ------------------------------------------------------
+
+    def request_sync(self, runtime: SubscriptionRuntime) -> None:
+        """Have the mode sync with the store soon (a consumer joined or left, or a partition
+        may change hands); starts the sync task when it is not running."""
+        if not runtime.mode.shared_store:
+            return
+        runtime.sync_poke.set()
+        if runtime.sync_task is None or runtime.sync_task.done():
+            runtime.sync_task = asyncio.ensure_future(self._sync_loop(runtime))
+            self._tasks.add(runtime.sync_task)
+            runtime.sync_task.add_done_callback(self._tasks.discard)
+
+    async def _sync_loop(self, runtime: SubscriptionRuntime) -> None:
+        """Sync the mode every ``sync_interval`` (or when poked) while this host has consumers
+        in the shared group; a last time once they are gone, then stop."""
+        mode = runtime.mode
+        interval = mode.sync_interval or 1.0
+        leases = Leases(self.store, runtime.name, SHARED_GROUP)
+        failures = 0
+        while True:
+            runtime.sync_poke.clear()
+            try:
+                if await mode.sync(leases):
+                    self.store.notify(runtime.name)
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the store is away, or a mode bug: retry
+                failures += 1
+                log.warning("could not sync the %s mode of %s with the store (%s: %s); "
+                            "retrying", type(mode).__name__, runtime.name, type(exc).__name__,
+                            exc)
+            if failures == 0 and not any(not c.private for c in runtime.consumers.values()):
+                return
+            delay = interval if failures == 0 else min(interval, 0.05 * 2 ** failures)
+            with suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await runtime.sync_poke.wait()
 
     def runtime(self, subscription: str) -> SubscriptionRuntime:
         try:
@@ -650,6 +708,7 @@ class SubscriptionEngine:
         runtime.consumers[consumer_id] = consumer
         if not private:
             runtime.mode.join(consumer_id)
+            self.request_sync(runtime)
         return consumer
 
     async def _start_sequence(self, runtime: SubscriptionRuntime,
@@ -674,6 +733,12 @@ class SubscriptionEngine:
         for runtime in self.subscriptions.values():
             for consumer in list(runtime.consumers.values()):
                 await consumer.close("host stopping")
+        # a last sync gives up this host's memberships and leases, so other hosts take over now
+        # rather than when the leases expire
+        syncs = [r.sync_task for r in self.subscriptions.values()
+                 if r.sync_task is not None and not r.sync_task.done()]
+        if syncs:
+            await asyncio.wait(syncs, timeout=2.0)
         while self._tasks:
             tasks = list(self._tasks)
             for t in tasks:

@@ -114,6 +114,33 @@ class StoreConformance:
             info = await host.stream_info("s")
             assert (info.length, info.first_sequence, info.next_sequence) == (7, 0, 7)
 
+    async def test_leases_are_taken_renewed_released_and_expire(self, make):
+        async with make().run() as host:
+            store = host.store
+            table = await store.leases("sub", "", acquire={"p:1": ("a", 30), "m:a": ("a", 0.3)})
+            assert table == {"p:1": "a", "m:a": "a"}
+            # a lease held by another cannot be taken; a free one can
+            table = await store.leases("sub", "", acquire={"p:1": ("b", 30), "p:2": ("b", 30)})
+            assert table == {"p:1": "a", "p:2": "b", "m:a": "a"}
+            # only its holder can release a lease
+            assert (await store.leases("sub", "", release={"p:1": "b"}))["p:1"] == "a"
+            # a release and a take in one step: the lease changes hands at once
+            table = await store.leases("sub", "", release={"p:1": "a"},
+                                       acquire={"p:1": ("b", 30)})
+            assert table["p:1"] == "b"
+            # renewal by the holder: m:b outlives m:a, which is not renewed and expires
+            await store.leases("sub", "", acquire={"m:b": ("b", 0.3)})
+            await asyncio.sleep(0.2)
+            await store.leases("sub", "", acquire={"m:b": ("b", 0.3)})
+            await asyncio.sleep(0.2)
+            table = await store.leases("sub", "")
+            assert table == {"p:1": "b", "p:2": "b", "m:b": "b"}
+            # an expired lease is free for anyone
+            table = await store.leases("sub", "", acquire={"m:a": ("c", 30)})
+            assert table["m:a"] == "c"
+            # each group has leases of its own
+            assert await store.leases("sub", "other") == {}
+
     async def test_append_is_idempotent_by_event_id(self, make):
         async with make().run() as host:
             batch = ticks("s", 3)

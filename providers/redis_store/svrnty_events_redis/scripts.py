@@ -336,10 +336,29 @@ end
 return {now, next_due(timers), out}
 """
 
-# Claim with a selector, step 1: due timers, then a page of available entries to look at.
-# ARGV: sub group gname after-seq page process-due(0/1) vt-ms
+# Claim with a selector, step 1: due timers, the group's read lock, then a page of available
+# entries to look at.
+# The read lock: a claimer whose selector may skip reads new entries (and hands back those it
+# skips) while it holds 'reading', one claimer at a time, and looks at the available entries
+# only once it holds it. So an entry read but not yet handed back by one claimer cannot be
+# overtaken by a later entry that another claimer reads meanwhile: a workflow's events keep
+# their order. A claimer that finds the lock taken takes only available entries, and leaves a
+# note ('wanted') so that the holder publishes a change when it lets go. The lock expires
+# after the visibility timeout, when the entries of a claimer that died holding it come back.
+# KEYS: + reading wanted; ARGV: sub group gname after-seq page first(0/1) vt-ms lock(0/1) owner
 PEEK = COMMON + _GROUP_PREAMBLE + r"""
-if ARGV[6] == '1' then process_due(log, gname, avail, timers, reasons, expired, now) end
+local reading, wanted = KEYS[9], KEYS[10]
+local locked = 0
+if ARGV[6] == '1' then
+  process_due(log, gname, avail, timers, reasons, expired, now)
+  if ARGV[8] == '1' then
+    if redis.call('SET', reading, ARGV[9], 'NX', 'PX', ARGV[7]) then
+      locked = 1
+    else
+      redis.call('SET', wanted, '1', 'PX', ARGV[7])
+    end
+  end
+end
 local out = {}
 local page = redis.call('ZRANGEBYSCORE', avail, '(' .. ARGV[4], '+inf', 'LIMIT', 0, tonumber(ARGV[5]))
 for _, m in ipairs(page) do
@@ -352,7 +371,15 @@ for _, m in ipairs(page) do
     out[#out + 1] = {m, e[1][2]}
   end
 end
-return {now, #page, out}
+return {now, #page, out, locked}
+"""
+
+# Let go of the read lock (see PEEK); publish a change if another claimer found it taken.
+# KEYS: reading wanted; ARGV: owner channel
+UNLOCK = r"""
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('DEL', KEYS[2]) == 1 then redis.call('PUBLISH', ARGV[2], '') end
+return 1
 """
 
 # Claim with a selector, step 2: take the chosen available entries, settle the dropped ones,
@@ -602,4 +629,49 @@ for i = 3, #ARGV do
   redis.call('HSET', KEYS[1], field, v)
 end
 return 1
+"""
+
+# Leases of a delivery group (for modes that coordinate consumers across hosts): a hash of
+# key -> '<expiry ms, Redis clock>:<holder>'. Release, then take or renew, then list (and drop
+# the expired ones), in one step.
+# KEYS: leases; ARGV: n, then n triples (key holder ttl-ms) to take, then pairs (key holder) to
+# release. Returns key, holder, key, holder... of every unexpired lease.
+LEASES = COMMON + r"""
+local leases = KEYS[1]
+local now = now_ms()
+local n = tonumber(ARGV[1])
+local function parse(v)
+  local expiry, holder = string.match(v, '^(%d+):(.*)$')
+  return tonumber(expiry), holder
+end
+for i = 2 + 3 * n, #ARGV - 1, 2 do
+  local v = redis.call('HGET', leases, ARGV[i])
+  if v then
+    local _, holder = parse(v)
+    if holder == ARGV[i + 1] then redis.call('HDEL', leases, ARGV[i]) end
+  end
+end
+for j = 0, n - 1 do
+  local b = 2 + 3 * j
+  local key, holder = ARGV[b], ARGV[b + 1]
+  local v = redis.call('HGET', leases, key)
+  local take = true
+  if v then
+    local expiry, current = parse(v)
+    take = expiry <= now or current == holder
+  end
+  if take then redis.call('HSET', leases, key, fmt(now + tonumber(ARGV[b + 2])) .. ':' .. holder) end
+end
+local out = {}
+local all = redis.call('HGETALL', leases)
+for k = 1, #all, 2 do
+  local expiry, holder = parse(all[k + 1])
+  if expiry <= now then
+    redis.call('HDEL', leases, all[k])
+  else
+    out[#out + 1] = all[k]
+    out[#out + 1] = holder
+  end
+end
+return out
 """

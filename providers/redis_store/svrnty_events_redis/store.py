@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -126,6 +126,13 @@ class _SubKeys:
 
     def gname(self, group: str) -> str:
         return f"{self.name}:{group}"
+
+    def leases(self, group: str) -> str:
+        return f"{self.base}:g:{group}:leases"
+
+    def read_lock(self, group: str) -> tuple[str, str]:
+        g = f"{self.base}:g:{group}"
+        return f"{g}:reading", f"{g}:wanted"
 
     def group_keys(self, group: str) -> tuple[str, str, str, str]:
         g = f"{self.base}:g:{group}"
@@ -270,7 +277,7 @@ class RedisStore(EventStore):
             o.url, max_connections=2, socket_timeout=None, **self._connect_kwargs())
         for name in ("APPEND", "TRIM_EPHEMERAL", "CREATE_SUBSCRIPTION", "ENSURE_GROUP",
                      "DELETE_GROUP", "CLAIM", "PEEK", "TAKE", "ACK", "NACK", "RELEASE",
-                     "DEAD_LETTER", "SETTLE_DEAD", "RECEIPTS"):
+                     "DEAD_LETTER", "SETTLE_DEAD", "RECEIPTS", "LEASES", "UNLOCK"):
             self._scripts[name] = self._client.register_script(getattr(scripts, name))
         try:
             async with self._io():
@@ -472,7 +479,8 @@ class RedisStore(EventStore):
 
     def _group_keys(self, sub: _SubKeys, group: str) -> list[str]:
         s = sub.stream
-        return [s.log, s.meta, sub.groups, s.subs, *sub.group_keys(group)]
+        return [s.log, s.meta, sub.groups, s.subs, *sub.group_keys(group),
+                *sub.read_lock(group)]
 
     async def ensure_group(self, subscription: str, group: str, *,
                            start: int | None = None) -> None:
@@ -565,55 +573,65 @@ class RedisStore(EventStore):
         candidates: dict[str, RecordedEvent] = {}
         after, scanned, page = "-1", 0, max(64, min(4 * max_count, 512))
         first = True
-        while len(deliver) < max_count and scanned < self.options.max_scan:
-            _, count, entries = await self._run(
-                "PEEK", keys, [*head, after, page, "1" if first else "0", vt_ms])
-            first = False
-            scanned += int(count)
-            for m, flat in entries:
-                m = m.decode()
-                e = _event(s.name, int(m), flat)
-                verdict = selector(e)
-                if verdict is _DELIVER:
-                    if len(deliver) < max_count:
-                        deliver.append(m)
-                        candidates[m] = e
-                elif verdict is _DROP:
-                    drop.append(m)
-                after = m
-            if int(count) < page:
-                break
-        # 2. take them, then read new events and apply the selector to those
-        claimed: list[Claimed] = []
-        skip_new: list[str] = []
-        drop_new: list[str] = []
-        n_new = max_count - len(deliver)
-        now, due, taken, new = await self._run(
-            "TAKE", keys, [*head, consumer_id, vt_ms, s.channel, n_new, len(deliver), len(drop),
-                           0, 0, *deliver, *drop])
-        for m, attempt, reason in taken:
-            claimed.append(self._claimed(held, m, attempt, reason, candidates[m.decode()], now))
-        for _ in range(64):  # bounded: each round reads at most max_count new events
-            requested = n_new
-            for m, attempt, reason, flat in new:
-                e = _event(s.name, int(m), flat)
-                verdict = selector(e)
-                if verdict is _DELIVER:
-                    claimed.append(self._claimed(held, m, attempt, reason, e, now))
-                elif verdict is _SKIP:
-                    skip_new.append(m.decode())
-                else:
-                    drop_new.append(m.decode())
-            more = len(new) == requested and len(claimed) < max_count
-            if not skip_new and not drop_new and not more:
-                break
-            n_new = max_count - len(claimed) if more else 0
-            now, due, _, new = await self._run(
-                "TAKE", keys, [*head, consumer_id, vt_ms, s.channel, n_new, 0, 0,
-                               len(skip_new), len(drop_new), *skip_new, *drop_new])
-            skip_new, drop_new = [], []
-            if not new:
-                break
+        owner = f"{consumer_id}@{vt_ms}"
+        locked = False
+        try:
+            while len(deliver) < max_count and scanned < self.options.max_scan:
+                _, count, entries, got_lock = await self._run(
+                    "PEEK", keys, [*head, after, page, "1" if first else "0", vt_ms,
+                                   "1" if first else "0", owner])
+                locked = locked or bool(got_lock)
+                first = False
+                scanned += int(count)
+                for m, flat in entries:
+                    m = m.decode()
+                    e = _event(s.name, int(m), flat)
+                    verdict = selector(e)
+                    if verdict is _DELIVER:
+                        if len(deliver) < max_count:
+                            deliver.append(m)
+                            candidates[m] = e
+                    elif verdict is _DROP:
+                        drop.append(m)
+                    after = m
+                if int(count) < page:
+                    break
+            # 2. take them, then (holding the read lock) read new events and apply the
+            # selector to those
+            claimed: list[Claimed] = []
+            skip_new: list[str] = []
+            drop_new: list[str] = []
+            n_new = max_count - len(deliver) if locked else 0
+            now, due, taken, new = await self._run(
+                "TAKE", keys, [*head, consumer_id, vt_ms, s.channel, n_new, len(deliver),
+                               len(drop), 0, 0, *deliver, *drop])
+            for m, attempt, reason in taken:
+                claimed.append(self._claimed(held, m, attempt, reason, candidates[m.decode()],
+                                             now))
+            for _ in range(64):  # bounded: each round reads at most max_count new events
+                requested = n_new
+                for m, attempt, reason, flat in new:
+                    e = _event(s.name, int(m), flat)
+                    verdict = selector(e)
+                    if verdict is _DELIVER:
+                        claimed.append(self._claimed(held, m, attempt, reason, e, now))
+                    elif verdict is _SKIP:
+                        skip_new.append(m.decode())
+                    else:
+                        drop_new.append(m.decode())
+                more = locked and 0 < requested == len(new) and len(claimed) < max_count
+                if not skip_new and not drop_new and not more:
+                    break
+                n_new = max_count - len(claimed) if more else 0
+                now, due, _, new = await self._run(
+                    "TAKE", keys, [*head, consumer_id, vt_ms, s.channel, n_new, 0, 0,
+                                   len(skip_new), len(drop_new), *skip_new, *drop_new])
+                skip_new, drop_new = [], []
+                if not new:
+                    break
+        finally:
+            if locked:
+                await self._run("UNLOCK", sub.read_lock(group), [owner, s.channel])
         return ClaimResult(claimed, version, self._next_due(now, due))
 
     async def ack(self, subscription: str, group: str, consumer_id: str,
@@ -771,6 +789,22 @@ class RedisStore(EventStore):
         sub = self._sub(subscription)
         async with self._io():
             return bool(await self.redis.sismember(sub.processed, key))
+
+
+    # --- coordination -----------------------------------------------------------------------
+
+    async def leases(self, subscription: str, group: str, *,
+                     acquire: Mapping[str, tuple[str, float]] | None = None,
+                     release: Mapping[str, str] | None = None) -> dict[str, str]:
+        sub = self._sub(subscription)
+        acquire, release = acquire or {}, release or {}
+        args: list[Any] = [len(acquire)]
+        for key, (holder, seconds) in acquire.items():
+            args += (key, holder, max(int(seconds * 1000), 1))
+        for key, holder in release.items():
+            args += (key, holder)
+        flat = await self._run("LEASES", [sub.leases(group)], args)
+        return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
 
 
 def _from_ms(ms: str) -> datetime:

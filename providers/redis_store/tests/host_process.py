@@ -6,7 +6,8 @@ It starts an EventStreamingHost on the Redis store, then obeys commands read fro
     quit                                       stop the host and exit
 
 and reports on stdout, one JSON object a line: {"event": "ready"}, {"event": "opened", ...},
-{"event": "acked" | "held", "consumer": ..., "n": [...], "attempt": [...]}, {"event":
+{"event": "acked" | "held", "consumer": ..., "n": [...], "wf": [correlation ids],
+"attempt": [...], "at": time.time() when the batch was handed over}, {"event":
 "unavailable", ...} when Redis cannot be reached (the consumer retries with a backoff).
 """
 
@@ -16,6 +17,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 
 from svrnty_events import EventStreaming
 from svrnty_events.errors import StoreUnavailableError
@@ -38,12 +40,13 @@ async def consume(host, consumer_id: str, ack: bool, window: int, start: int | N
             batch = await consumer.fetch(timeout=1.0)
             if not batch:
                 continue
+            at = time.time()
             numbers = [json.loads(d.data)["n"] for d in batch]
             attempts = [d.attempt for d in batch]
             if ack:
                 await consumer.ack([d.id for d in batch])
             report(event="acked" if ack else "held", consumer=consumer_id, n=numbers,
-                   attempt=attempts)
+                   wf=[d.correlation_id for d in batch], attempt=attempts, at=at)
             backoff = 0.05
         except StoreUnavailableError as exc:
             report(event="unavailable", consumer=consumer_id, error=str(exc)[:200])
@@ -57,14 +60,16 @@ async def main() -> None:
     parser.add_argument("--prefix", required=True)
     parser.add_argument("--mode", default="exclusive")
     parser.add_argument("--visibility-timeout", type=float, default=30.0)
+    parser.add_argument("--sync-interval", type=float, default=None)
     args = parser.parse_args()
+    options = {} if args.sync_interval is None else {"sync_interval": args.sync_interval}
     streaming = EventStreaming(store="redis", store_options={
         "url": args.url, "key_prefix": args.prefix, "connect_timeout": 1.0,
         "socket_timeout": 2.0})
     streaming.add_stream("s", type="persistent")
     streaming.add_subscription("s", "sub", mode=args.mode,
                                visibility_timeout=args.visibility_timeout,
-                               max_delivery_attempts=0)
+                               max_delivery_attempts=0, options=options)
     tasks: list[asyncio.Task[None]] = []
     async with streaming.run() as host:
         report(event="ready")

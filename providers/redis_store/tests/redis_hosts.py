@@ -23,12 +23,14 @@ class HostProcess:
 
     @classmethod
     async def start(cls, name: str, url: str, prefix: str, log_dir: Path, *,
-                    mode: str = "exclusive", visibility_timeout: float = 30.0) -> HostProcess:
+                    mode: str = "exclusive", visibility_timeout: float = 30.0,
+                    sync_interval: float | None = None) -> HostProcess:
         stderr = open(log_dir / f"{name}.stderr", "wb")  # noqa: SIM115 - owned by the process
+        extra = [] if sync_interval is None else ["--sync-interval", str(sync_interval)]
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, str(HOST_SCRIPT), "--url", url, "--prefix", prefix,
-                "--mode", mode, "--visibility-timeout", str(visibility_timeout),
+                "--mode", mode, "--visibility-timeout", str(visibility_timeout), *extra,
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr)
         finally:
             stderr.close()
@@ -71,6 +73,11 @@ class HostProcess:
     def numbers(self, event: str = "acked", consumer: str | None = None) -> list[int]:
         return [n for r in self.reports if r["event"] == event
                 and (consumer is None or r["consumer"] == consumer) for n in r["n"]]
+
+    def deliveries(self, event: str = "acked") -> list[tuple[float, str, str, int, int]]:
+        """(handed over at, consumer, correlation id, n, attempt) of every event reported."""
+        return [(r["at"], r["consumer"], wf, n, a) for r in self.reports if r["event"] == event
+                for wf, n, a in zip(r["wf"], r["n"], r["attempt"])]
 
     def attempts(self, event: str = "acked") -> list[int]:
         return [a for r in self.reports if r["event"] == event for a in r["attempt"]]
