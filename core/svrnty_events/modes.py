@@ -249,13 +249,33 @@ class ConsumerGroup(Mode):
         started = time.monotonic()
         member_ttl = 3 * self.sync_interval
         lease_ttl = self.subscription.visibility_timeout + 2 * self.sync_interval
-        acquire: dict[str, tuple[str, float]] = {
-            f"m:{c}": (c, member_ttl) for c in self.members}
-        release: dict[str, str] = {f"m:{c}": c for c in self._left}
+        before = self._leased
         if not self._synced:
             # first sync: learn who else is there before claiming partitions
-            self._apply(await leases.update(acquire=acquire, release=release))
+            self._apply(await leases.update(acquire=self._memberships(member_ttl),
+                                            release={f"m:{c}": c for c in self._left}))
             self._synced = True
+        for _ in range(2):  # once more when the members turned out to have changed
+            view = self._view
+            acquire, release = self._plan(started, member_ttl, lease_ttl)
+            table = await leases.update(acquire=acquire, release=release)
+            self._left.difference_update(release.values())
+            self._lease_until = started + lease_ttl - self.sync_interval
+            self._apply(table)
+            if self._view == view:
+                break
+        local = set(self.members)
+        return any(holder in local and before.get(p) != holder
+                   for p, holder in self._leased.items())
+
+    def _memberships(self, ttl: float) -> dict[str, tuple[str, float]]:
+        return {f"m:{c}": (c, ttl) for c in self.members}
+
+    def _plan(self, now: float, member_ttl: float, lease_ttl: float
+              ) -> tuple[dict[str, tuple[str, float]], dict[str, str]]:
+        """The leases to take or renew and those to give up, from the current view."""
+        acquire = self._memberships(member_ttl)
+        release = {f"m:{c}": c for c in self._left}
         local = set(self.members)
         for partition in range(self.partitions):
             key = f"p:{partition}"
@@ -263,19 +283,13 @@ class ConsumerGroup(Mode):
             holder = self._leased.get(partition)
             if holder is not None and holder != owner and (holder in local
                                                            or holder in self._left):
-                if holder in local and self._busy(holder, partition, started):
+                if holder in local and self._busy(holder, partition, now):
                     acquire[key] = (holder, lease_ttl)  # keep it until its events settle
                     continue
                 release[key] = holder
             if owner in local:
                 acquire[key] = (owner, lease_ttl)  # take it when free, or renew it
-        before = self._leased
-        table = await leases.update(acquire=acquire, release=release)
-        self._left.difference_update(c for c in release.values())
-        self._lease_until = started + lease_ttl - self.sync_interval
-        self._apply(table)
-        return any(holder in local and before.get(p) != holder
-                   for p, holder in self._leased.items())
+        return acquire, release
 
     def _apply(self, table: dict[str, str]) -> None:
         view = sorted(k[2:] for k in table if k.startswith("m:"))
