@@ -22,6 +22,7 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import AuthenticationError, AuthorizationError, NoPermissionError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -29,6 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from svrnty_events.config import StreamConfig, StreamType, SubscriptionConfig
 from svrnty_events.errors import (
     ConcurrencyError,
+    ConfigError,
     StoreUnavailableError,
     UnknownStreamError,
     UnknownSubscriptionError,
@@ -241,6 +243,11 @@ class RedisStore(EventStore):
         try:
             async with asyncio.timeout(self.options.socket_timeout):
                 yield
+        except (AuthenticationError, AuthorizationError, NoPermissionError) as exc:
+            # wrong or missing credentials: retrying cannot help
+            raise ConfigError("store.options.url", f"Redis at {self._where} refused the "
+                              f"credentials ({exc}); put the password (and the user, with "
+                              "ACLs) in the URL: redis://user:password@host:6379/0") from exc
         except _UNAVAILABLE as exc:
             raise StoreUnavailableError(
                 f"Redis at {self._where} is unavailable ({type(exc).__name__}: {exc}); "

@@ -25,11 +25,20 @@ def _ping(port: int) -> bool:
         return False
 
 
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
 class RedisServer:
     """``start()`` / ``stop()`` / ``restart()`` one redis-server on a fixed port and folder, so a
     restart keeps its data (appendonly yes) and clients reconnect to the same address."""
 
-    def __init__(self, folder: Path, port: int | None = None) -> None:
+    def __init__(self, folder: Path, port: int | None = None,
+                 extra_args: list[str] | None = None, tls: bool = False) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise FileNotFoundError("redis-server")
@@ -37,6 +46,10 @@ class RedisServer:
         self.folder = folder
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        #: more redis-server arguments (e.g. --requirepass); with tls=True the port is the
+        #: TLS port (the arguments must configure it) and readiness is a TCP connect
+        self.extra_args = extra_args or []
+        self.tls = tls
 
     @property
     def url(self) -> str:
@@ -45,12 +58,13 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.folder), "--appendonly", "yes", "--save", "",
-             "--logfile", str(self.folder / "redis.log")],
+            [self.binary, *(["--port", "0", "--tls-port", str(self.port)] if self.tls
+                            else ["--port", str(self.port)]),
+             "--bind", "127.0.0.1", "--dir", str(self.folder), "--appendonly", "yes",
+             "--save", "", "--logfile", str(self.folder / "redis.log"), *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
-        while not _ping(self.port):
+        while not (_listening(self.port) if self.tls or self.extra_args else _ping(self.port)):
             if self.proc.poll() is not None:
                 raise RuntimeError(f"redis-server exited with {self.proc.returncode}; see "
                                    f"{self.folder / 'redis.log'}")
