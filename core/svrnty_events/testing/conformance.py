@@ -692,6 +692,22 @@ class StoreConformance:
             rest = await collect(final, 5)
             assert sorted(d.event.n for d in rest) == [5, 6, 7, 8, 9]
 
+    async def test_ack_processed_records_the_mark_and_settles(self, make):
+        async with make(semantics=DeliverySemantics.EXACTLY_ONCE).run() as host:
+            store = host.store
+            await store.ensure_group("sub", "")
+            await host.publish("s", ticks("s", 2), external=False)
+            first, second = (await store.claim("sub", "", "c", max_count=2,
+                                               visibility_timeout=30)).claimed
+            assert await store.ack_processed("sub", "", "c", first.event.id) is True
+            assert await store.is_processed("sub", first.event.id)
+            # a consumer that does not hold the event: not settled, but the mark is recorded
+            assert await store.ack_processed("sub", "", "other", second.event.id) is False
+            assert await store.is_processed("sub", second.event.id)
+            # the first is settled, the second still held by c
+            assert await store.ack("sub", "", "c", [first.event.id, second.event.id]) == [
+                first.event.id]
+
     async def test_exactly_once_effect_survives_crash_before_ack(self, make):
         streaming = make(semantics=DeliverySemantics.EXACTLY_ONCE,
                          subscriptions={"sub": {"mode": "exclusive", "visibility_timeout": 0.2}})

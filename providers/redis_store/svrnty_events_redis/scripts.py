@@ -486,6 +486,23 @@ end
 return missing
 """
 
+# Record an event as processed and settle it, in one step (Delivery.process_once). The mark is
+# recorded even when the consumer no longer holds the event: the effect was applied.
+# KEYS: log groups reasons processed; ARGV: gname group consumer eid-prefix event-id seq|''
+# Returns 1 if the ack settled an event the consumer held.
+ACK_PROCESSED = COMMON + r"""
+local log, groups, reasons, processed = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local gname, consumer = ARGV[1], ARGV[3]
+redis.call('SADD', processed, ARGV[5])
+if redis.call('SISMEMBER', groups, ARGV[2]) == 0 then return 0 end
+local m = ARGV[6]
+if m == '' then m = redis.call('GET', ARGV[4] .. ARGV[5]) end
+if not m or not held_by(pending(log, gname, id_of(m)), consumer) then return 0 end
+redis.call('XACK', log, gname, id_of(m))
+redis.call('HDEL', reasons, m)
+return 1
+"""
+
 # KEYS: log groups avail timers reasons expired; ARGV: gname group consumer eid-prefix event-id
 #       seq delay-ms reason channel
 NACK = COMMON + r"""

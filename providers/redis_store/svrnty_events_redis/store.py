@@ -284,7 +284,8 @@ class RedisStore(EventStore):
             o.url, max_connections=2, socket_timeout=None, **self._connect_kwargs())
         for name in ("APPEND", "TRIM_EPHEMERAL", "CREATE_SUBSCRIPTION", "ENSURE_GROUP",
                      "DELETE_GROUP", "CLAIM", "PEEK", "TAKE", "ACK", "NACK", "RELEASE",
-                     "DEAD_LETTER", "SETTLE_DEAD", "RECEIPTS", "LEASES", "UNLOCK"):
+                     "DEAD_LETTER", "SETTLE_DEAD", "RECEIPTS", "LEASES", "UNLOCK",
+                     "ACK_PROCESSED"):
             self._scripts[name] = self._client.register_script(getattr(scripts, name))
         try:
             async with self._io():
@@ -791,6 +792,16 @@ class RedisStore(EventStore):
         sub = self._sub(subscription)
         async with self._io():
             return bool(await self.redis.sadd(sub.processed, key))
+
+    async def ack_processed(self, subscription: str, group: str, consumer_id: str,
+                            event_id: str) -> bool:
+        # the processed mark and the ack in one script: no crash can land between them
+        sub = self._sub(subscription)
+        s = sub.stream
+        return bool(await self._run(
+            "ACK_PROCESSED", [s.log, sub.groups, sub.group_keys(group)[2], sub.processed],
+            [sub.gname(group), group, consumer_id, s.eid, event_id,
+             self._forget(subscription, group, consumer_id, event_id)]))
 
     async def is_processed(self, subscription: str, key: str) -> bool:
         sub = self._sub(subscription)
