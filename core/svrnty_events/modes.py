@@ -155,6 +155,9 @@ class ConsumerGroup(Mode):
         self._lease_until = 0.0
         self._left: set[str] = set()
         self._held: dict[int, dict[str, tuple[int, float]]] = defaultdict(dict)
+        # partition -> when a consumer of this host last accepted one of its events: a claim
+        # in progress may hand it over any moment, so the partition stays put meanwhile
+        self._accepted: dict[int, float] = {}
 
     def join(self, consumer_id: str) -> None:
         self._left.discard(consumer_id)
@@ -192,8 +195,11 @@ class ConsumerGroup(Mode):
         if self.owner_of(partition) != consumer_id:
             return False
         if self.shared_store:
-            return self._leased.get(partition) == consumer_id and \
-                time.monotonic() < self._lease_until
+            now = time.monotonic()
+            if self._leased.get(partition) == consumer_id and now < self._lease_until:
+                self._accepted[partition] = now
+                return True
+            return False
         holders = self._holders.get(event.correlation_id)
         if not holders:
             return True
@@ -241,6 +247,8 @@ class ConsumerGroup(Mode):
         return False
 
     def _busy(self, consumer_id: str, partition: int, now: float) -> bool:
+        if now - self._accepted.get(partition, -1e9) < self.sync_interval:
+            return True  # accepted by a claim that may not have handed it over yet
         held = self._held.get(partition)
         entry = held.get(consumer_id) if held else None
         return entry is not None and entry[1] > now
@@ -259,8 +267,12 @@ class ConsumerGroup(Mode):
             view = self._view
             acquire, release = self._plan(started, member_ttl, lease_ttl)
             table = await leases.update(acquire=acquire, release=release)
-            self._left.difference_update(release.values())
-            self._lease_until = started + lease_ttl - self.sync_interval
+            kept = {holder for holder, _ in acquire.values()}
+            self._left.difference_update(c for c in release.values() if c not in kept)
+            # take events only while the leases outlive them: an event taken at t is in flight
+            # until t + visibility timeout, and the leases renewed now last until started +
+            # visibility timeout + 2 intervals
+            self._lease_until = started + 1.5 * self.sync_interval
             self._apply(table)
             if self._view == view:
                 break
@@ -277,14 +289,24 @@ class ConsumerGroup(Mode):
         acquire = self._memberships(member_ttl)
         release = {f"m:{c}": c for c in self._left}
         local = set(self.members)
+        for partition in [p for p, at in self._accepted.items()
+                          if now - at >= self.sync_interval]:
+            del self._accepted[partition]
+        for partition, held in list(self._held.items()):  # forget deadlines that passed
+            for consumer in [c for c, (_, deadline) in held.items() if deadline <= now]:
+                del held[consumer]
+            if not held:
+                del self._held[partition]
         for partition in range(self.partitions):
             key = f"p:{partition}"
             owner = self.owner_of(partition)
             holder = self._leased.get(partition)
             if holder is not None and holder != owner and (holder in local
                                                            or holder in self._left):
-                if holder in local and self._busy(holder, partition, now):
-                    acquire[key] = (holder, lease_ttl)  # keep it until its events settle
+                if self._busy(holder, partition, now):
+                    # keep it until its events settle or time out (also for a consumer that
+                    # left without its events released)
+                    acquire[key] = (holder, lease_ttl)
                     continue
                 release[key] = holder
             if owner in local:

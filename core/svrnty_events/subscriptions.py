@@ -565,6 +565,7 @@ class Consumer:
         if runtime.consumers.get(self.consumer_id) is self:
             del runtime.consumers[self.consumer_id]
         store = self._store
+        released = False
         try:
             for d in held:
                 d.settled = True
@@ -572,16 +573,20 @@ class Consumer:
             self.prefetched.clear()
             # always: a claim cancelled after the store committed it may hold events we never saw
             await store.release(self.subscription, self.group, self.consumer_id, unseen=unseen)
-            for d in held:
-                runtime.mode.settled(self.consumer_id, d.record)
-            if self.consumer_id not in runtime.consumers:
-                runtime.mode.leave(self.consumer_id)
-                if not self.private:
-                    self.engine.request_sync(runtime)
+            released = True
             if self.private and (self.correlation_id is not None
                                  or runtime.stream.type == StreamType.EPHEMERAL):
                 await store.delete_group(self.subscription, self.group)
         finally:
+            # whatever failed above, the consumer is gone: the mode must know. Events a failed
+            # release left in flight still count as held by it until their deadlines pass.
+            if released:
+                for d in held:
+                    runtime.mode.settled(self.consumer_id, d.record)
+            if self.consumer_id not in runtime.consumers:
+                runtime.mode.leave(self.consumer_id)
+                if not self.private:
+                    self.engine.request_sync(runtime)
             store.notify(self.subscription)
             runtime.wake_one()
         log.debug("consumer %s left %s (%s), released %d", self.consumer_id, self.subscription,

@@ -9,7 +9,7 @@ Conventions shared by the scripts (see the README for the whole mapping):
   ``svrnty:parked`` owns entries waiting for redelivery and ``svrnty:dead`` dead-lettered ones,
   so the PEL's delivery count is the attempt count of every event the group has not settled;
 * per group: ``avail`` (sorted set of sequences claimable now), ``timers`` (sorted set scored
-  by Redis time in ms: ``c:<visibility timeout ms>:<consumer>`` at the earliest visibility
+  by Redis time in ms: ``c:<consumer>@<visibility timeout ms>`` at the earliest visibility
   deadline of the entries the consumer holds, checked against the PEL's idle times when due,
   and ``<sequence>`` at the due time of a delayed redelivery), ``reasons`` (hash sequence -> last nack reason).
 
@@ -71,8 +71,9 @@ local function last_delivered(log, gname)
 end
 
 -- lowest sequence the group has not settled: its cursor, or an entry some consumer holds
--- (in flight, or parked by svrnty:parked for redelivery). Dead letters keep a copy of their
--- envelope, so they do not hold the stream back.
+-- (in flight, or parked by svrnty:parked for redelivery). Dead letters do not hold the stream
+-- back: their record keeps a copy of the envelope to list, and one whose entry was trimmed
+-- stays in the dead-letter queue when replayed (there is nothing to deliver again).
 local function group_floor(log, gname, last)
   local f = last + 1
   local ok, cs = pcall(redis.call, 'XINFO', 'CONSUMERS', log, gname)
@@ -291,6 +292,9 @@ local f = nil
 if last then f = group_floor(log, ARGV[3], last) end
 pcall(redis.call, 'XGROUP', 'DESTROY', log, ARGV[3])
 redis.call('DEL', avail, timers, reasons, expired)
+-- acks of entries claimed before now take the checked path if the group is made again
+redis.call('HSET', expired, '*', now_ms())
+redis.call('PEXPIRE', expired, 86400000)
 redis.call('SREM', groups, ARGV[2])
 if f and redis.call('SCARD', groups) == 0 then
   local cur = tonumber(redis.call('HGET', subs, ARGV[1]) or '0')
@@ -345,10 +349,12 @@ return {now, next_due(timers), out}
 # their order. A claimer that finds the lock taken takes only available entries, and leaves a
 # note ('wanted') so that the holder publishes a change when it lets go. The lock expires
 # after the visibility timeout, when the entries of a claimer that died holding it come back.
-# KEYS: + reading wanted; ARGV: sub group gname after-seq page first(0/1) vt-ms lock(0/1) owner
+# KEYS: + reading wanted; ARGV: sub group gname after-seq page first(0/1) vt-ms lock(0/1) token
+# Returns now, entries looked at, entries, whether the lock was taken, and when it is taken by
+# another claimer, the ms it has left (else -1).
 PEEK = COMMON + _GROUP_PREAMBLE + r"""
 local reading, wanted = KEYS[9], KEYS[10]
-local locked = 0
+local locked, wait = 0, -1
 if ARGV[6] == '1' then
   process_due(log, gname, avail, timers, reasons, expired, now)
   if ARGV[8] == '1' then
@@ -356,6 +362,7 @@ if ARGV[6] == '1' then
       locked = 1
     else
       redis.call('SET', wanted, '1', 'PX', ARGV[7])
+      wait = redis.call('PTTL', reading)
     end
   end
 end
@@ -371,13 +378,15 @@ for _, m in ipairs(page) do
     out[#out + 1] = {m, e[1][2]}
   end
 end
-return {now, #page, out, locked}
+return {now, #page, out, locked, wait}
 """
 
-# Let go of the read lock (see PEEK); publish a change if another claimer found it taken.
-# KEYS: reading wanted; ARGV: owner channel
+# Let go of the read lock (see PEEK) if this claim holds it; publish a change if another
+# claimer found it taken meanwhile.
+# KEYS: reading wanted; ARGV: token channel
 UNLOCK = r"""
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
 if redis.call('DEL', KEYS[2]) == 1 then redis.call('PUBLISH', ARGV[2], '') end
 return 1
 """
@@ -456,7 +465,8 @@ if redis.call('SISMEMBER', groups, ARGV[2]) == 0 then
   return missing
 end
 if k > 0 then
-  local last = tonumber(redis.call('HGET', expired, consumer) or '-1')
+  local marks = redis.call('HMGET', expired, consumer, '*')
+  local last = math.max(tonumber(marks[1] or '-1'), tonumber(marks[2] or '-1'))
   if last < tonumber(ARGV[5]) then
     for i = 1, k, 1000 do
       redis.call('XACK', log, gname, unpack(ids, i, math.min(i + 999, k)))
@@ -524,9 +534,10 @@ redis.call('PUBLISH', ARGV[9], '')
 return 1
 """
 
-# KEYS: log groups avail timers; ARGV: gname group consumer channel unseen-entry-ids (comma separated)
+# KEYS: log groups avail timers expired; ARGV: gname group consumer channel unseen-entry-ids
+# (comma separated)
 RELEASE = COMMON + r"""
-local log, groups, avail, timers = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local log, groups, avail, timers, expired = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local gname, consumer = ARGV[1], ARGV[3]
 if redis.call('SISMEMBER', groups, ARGV[2]) == 0 then return 0 end
 local unseen = {}
@@ -556,6 +567,7 @@ for _, c in ipairs(cs) do
     redis.call('XGROUP', 'DELCONSUMER', log, gname, name)
   end
 end
+redis.call('HDEL', expired, consumer)  -- it holds nothing now: no ack of it needs a check
 if n > 0 then redis.call('PUBLISH', ARGV[4], '') end
 return n
 """
@@ -570,7 +582,10 @@ local m = ARGV[6]
 if m == '' then m = redis.call('GET', ARGV[4] .. ARGV[5]) end
 if not m then return 0 end
 local owner = pending(log, gname, id_of(m))
-if not owner or owner == DEAD then return 0 end
+-- held by this consumer, or waiting for redelivery: not another consumer's in-flight entry
+if not owner or owner == DEAD or (owner ~= PARKED and not held_by(owner, ARGV[3])) then
+  return 0
+end
 redis.call('ZREM', timers, m)
 redis.call('ZREM', avail, m)
 redis.call('HDEL', reasons, m)
@@ -614,6 +629,9 @@ local n = 0
 for _, x in ipairs(letters) do
   local f = {}
   for j = 1, #x[2], 2 do f[x[2][j]] = x[2][j + 1] end
+  -- an event whose stream entry was trimmed cannot be delivered again: its dead letter stays
+  local gone = replay and #redis.call('XRANGE', log, id_of(f['seq']), id_of(f['seq'])) == 0
+  if not gone then
   redis.call('XDEL', dead, x[1])
   redis.call('HDEL', index, f['event'] or f['id'])
   local gname = sub .. ':' .. f['group']
@@ -630,6 +648,7 @@ for _, x in ipairs(letters) do
     end
   end
   n = n + 1
+  end
 end
 if replay and n > 0 then redis.call('PUBLISH', ARGV[3], '') end
 return n

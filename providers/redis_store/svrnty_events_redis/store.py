@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime, timezone
@@ -520,11 +521,16 @@ class RedisStore(EventStore):
         held[event.id] = (seq + b"-1", int(now), reason is not None)
         return Claimed(event, int(attempt), _str(reason))
 
-    def _forget(self, subscription: str, group: str, consumer_id: str, event_id: str) -> str:
-        """The sequence of an event the consumer claimed here ('' if unknown), forgotten."""
+    def _known(self, subscription: str, group: str, consumer_id: str, event_id: str) -> str:
+        """The sequence of an event the consumer claimed here ('' if unknown)."""
         held = self._held.get((subscription, group, consumer_id))
-        known = None if held is None else held.pop(event_id, None)
+        known = None if held is None else held.get(event_id)
         return "" if known is None else known[0].split(b"-", 1)[0].decode()
+
+    def _forget(self, subscription: str, group: str, consumer_id: str, event_id: str) -> None:
+        held = self._held.get((subscription, group, consumer_id))
+        if held is not None:
+            held.pop(event_id, None)
 
     @staticmethod
     def _next_due(now_ms: Any, due_ms: Any) -> float | None:
@@ -551,11 +557,24 @@ class RedisStore(EventStore):
                        for m, attempt, reason, flat in entries]
             room = max_count - len(claimed)
             if room > 0:
-                # new entries: read straight from Redis (the script set the consumer's timer)
-                async with self._io():
-                    reply = await self.redis.execute_command(
-                        "XREADGROUP", "GROUP", head[2], f"{consumer_id}@{vt_ms}", "COUNT", room,
-                        "STREAMS", s.log, ">")
+                # new entries: read straight from Redis, with the consumer's timer set in the
+                # same transaction (whatever removed it since the script ran)
+                rn = f"{consumer_id}@{vt_ms}"
+                try:
+                    async with self._io():
+                        async with self.redis.pipeline(transaction=True) as pipe:
+                            pipe.execute_command("XREADGROUP", "GROUP", head[2], rn, "COUNT",
+                                                 room, "STREAMS", s.log, ">")
+                            pipe.zadd(sub.group_keys(group)[1], {f"c:{rn}": int(now) + vt_ms},
+                                      lt=True)
+                            reply, _ = await pipe.execute()
+                except (StoreUnavailableError, ResponseError) as exc:
+                    if not claimed:
+                        raise
+                    # what the script took is this consumer's now: hand it over, come back soon
+                    log.warning("reading new events of %s for %s failed (%s); handing over the "
+                                "%d taken", subscription, consumer_id, exc, len(claimed))
+                    return ClaimResult(claimed, version, time.time())
                 name = s.name
                 at = int(now)
                 if isinstance(reply, dict):  # RESP3: a map of stream -> entries
@@ -581,14 +600,21 @@ class RedisStore(EventStore):
         candidates: dict[str, RecordedEvent] = {}
         after, scanned, page = "-1", 0, max(64, min(4 * max_count, 512))
         first = True
-        owner = f"{consumer_id}@{vt_ms}"
+        # the read lock's value: this claim's own, so letting go never frees another's lock
+        token = f"{consumer_id}@{vt_ms}#{os.urandom(6).hex()}"
         locked = False
+        asked = False  # a PEEK asked for the lock and its answer is not known
+        lock_due: int | None = None  # Redis ms at which a lock another claimer holds expires
         try:
             while len(deliver) < max_count and scanned < self.options.max_scan:
-                _, count, entries, got_lock = await self._run(
+                asked = asked or first
+                now, count, entries, got_lock, lock_ms = await self._run(
                     "PEEK", keys, [*head, after, page, "1" if first else "0", vt_ms,
-                                   "1" if first else "0", owner])
+                                   "1" if first else "0", token])
+                if first and not got_lock and int(lock_ms) >= 0:
+                    lock_due = int(now) + int(lock_ms)
                 locked = locked or bool(got_lock)
+                asked = False
                 first = False
                 scanned += int(count)
                 for m, flat in entries:
@@ -616,7 +642,8 @@ class RedisStore(EventStore):
             for m, attempt, reason in taken:
                 claimed.append(self._claimed(held, m, attempt, reason, candidates[m.decode()],
                                              now))
-            for _ in range(64):  # bounded: each round reads at most max_count new events
+            rounds = 64  # bounded: each round reads at most max_count new events
+            for round_ in range(rounds):
                 requested = n_new
                 for m, attempt, reason, flat in new:
                     e = _event(s.name, int(m), flat)
@@ -630,7 +657,8 @@ class RedisStore(EventStore):
                 more = locked and 0 < requested == len(new) and len(claimed) < max_count
                 if not skip_new and not drop_new and not more:
                     break
-                n_new = max_count - len(claimed) if more else 0
+                # the last round hands back what the one before read and reads nothing more
+                n_new = max_count - len(claimed) if more and round_ < rounds - 1 else 0
                 now, due, _, new = await self._run(
                     "TAKE", keys, [*head, consumer_id, vt_ms, s.channel, n_new, 0, 0,
                                    len(skip_new), len(drop_new), *skip_new, *drop_new])
@@ -638,8 +666,16 @@ class RedisStore(EventStore):
                 if not new:
                     break
         finally:
-            if locked:
-                await self._run("UNLOCK", sub.read_lock(group), [owner, s.channel])
+            # also after a PEEK that failed: Redis may have given the lock before the reply
+            # was lost. Compare-and-delete, so this never frees another claimer's lock.
+            try:
+                if locked or asked:
+                    await self._run("UNLOCK", sub.read_lock(group), [token, s.channel])
+            except (StoreUnavailableError, ResponseError) as exc:
+                log.warning("could not let go of the read lock of %s (%s); it expires by "
+                            "itself", subscription, exc)
+        if lock_due is not None and (due is None or lock_due < float(due)):
+            due = lock_due
         return ClaimResult(claimed, version, self._next_due(now, due))
 
     async def ack(self, subscription: str, group: str, consumer_id: str,
@@ -682,19 +718,20 @@ class RedisStore(EventStore):
         done = await self._run(
             "NACK", [s.log, sub.groups, *sub.group_keys(group)],
             [sub.gname(group), group, consumer_id, s.eid, event_id,
-             self._forget(subscription, group, consumer_id, event_id),
+             self._known(subscription, group, consumer_id, event_id),
              int(max(delay, 0.0) * 1000), reason or "", s.channel])
+        self._forget(subscription, group, consumer_id, event_id)
         return bool(done)
 
     async def release(self, subscription: str, group: str, consumer_id: str, *,
                       unseen: Sequence[str] = ()) -> int:
         sub = self._sub(subscription)
         s = sub.stream
-        avail, timers, _, _ = sub.group_keys(group)
+        avail, timers, _, expired = sub.group_keys(group)
         held = self._held.get((subscription, group, consumer_id), {})
         # an unseen event's delivery count is set back by one (XCLAIM ... RETRYCOUNT)
         hidden = b",".join([held[i][0] for i in unseen if i in held])
-        n = int(await self._run("RELEASE", [s.log, sub.groups, avail, timers],
+        n = int(await self._run("RELEASE", [s.log, sub.groups, avail, timers, expired],
                                 [sub.gname(group), group, consumer_id, s.channel, hidden]))
         self._held.pop((subscription, group, consumer_id), None)
         return n
@@ -717,8 +754,9 @@ class RedisStore(EventStore):
         done = await self._run(
             "DEAD_LETTER", [s.log, sub.groups, *sub.group_keys(group), sub.dead, sub.dead_index],
             [sub.gname(group), group, consumer_id, s.eid, event_id,
-             self._forget(subscription, group, consumer_id, event_id),
+             self._known(subscription, group, consumer_id, event_id),
              reason, attempts, error or "", "0" if error is None else "1"])
+        self._forget(subscription, group, consumer_id, event_id)
         return bool(done)
 
     async def list_dead_letters(self, subscription: str, *,
@@ -798,10 +836,12 @@ class RedisStore(EventStore):
         # the processed mark and the ack in one script: no crash can land between them
         sub = self._sub(subscription)
         s = sub.stream
-        return bool(await self._run(
+        settled = await self._run(
             "ACK_PROCESSED", [s.log, sub.groups, sub.group_keys(group)[2], sub.processed],
             [sub.gname(group), group, consumer_id, s.eid, event_id,
-             self._forget(subscription, group, consumer_id, event_id)]))
+             self._known(subscription, group, consumer_id, event_id)])
+        self._forget(subscription, group, consumer_id, event_id)
+        return bool(settled)
 
     async def is_processed(self, subscription: str, key: str) -> bool:
         sub = self._sub(subscription)
