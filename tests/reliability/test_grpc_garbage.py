@@ -68,7 +68,7 @@ class Model:
         if size > MAX_BYTES:
             return grpc.StatusCode.RESOURCE_EXHAUSTED, "larger than max"
         if msg is None:
-            return grpc.StatusCode.INTERNAL, "request: cannot decode"
+            return INVALID, "request: cannot decode"
         kind = msg.WhichOneof("request")
         if not self.subscribed:
             if kind != "subscribe":
@@ -313,7 +313,7 @@ def _sub(subscription: str = "feed", consumer: str | None = "x",
 
 # every status, every run; hypothesis explores around them
 KNOWN_CASES = [
-    [("bytes", b"\xff\xff\xff")],                       # undecodable: INTERNAL
+    [("bytes", b"\xff\xff\xff")],                       # undecodable: INVALID_ARGUMENT
     [_sub(), ("bytes", b"\x0a\x05abc")],                 # undecodable after subscribe
     [("ack", [0])],                                      # ack before subscribe
     [("empty",)],
@@ -375,7 +375,7 @@ async def test_undecodable_bytes_after_subscribe_end_the_stream_and_release_its_
             call, held = await _hold(channel, "garbler", 3)
             await within(call.write(b"\xff\xfe\xfd not protobuf"))
             code, details = await final_status(call)
-        assert code == grpc.StatusCode.INTERNAL
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
         assert details.startswith("request: cannot decode SubscribeRequest")
         await _redelivered(host, [e.id for e in held])
 

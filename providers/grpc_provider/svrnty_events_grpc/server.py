@@ -66,9 +66,10 @@ class StreamAbort(Exception):
 
 
 def _undecodable(exc: DecodeError) -> StreamAbort:
-    # what gRPC servers answer for a request that is not a valid protobuf message; the client
-    # sent garbage, so it is not logged as a failure of the server
-    return StreamAbort(grpc.StatusCode.INTERNAL, f"request: cannot decode SubscribeRequest: {exc}")
+    # the client sent bytes that are not a SubscribeRequest: its error (not retryable), so it
+    # is not logged as a failure of the server
+    return StreamAbort(grpc.StatusCode.INVALID_ARGUMENT,
+                       f"request: cannot decode SubscribeRequest: {exc}")
 
 
 def _closed_status(exc: ConsumerClosedError) -> StreamAbort:
