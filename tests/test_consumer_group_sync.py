@@ -90,8 +90,11 @@ async def test_a_host_that_leaves_hands_over_at_once():
     for _ in range(3):
         await a.sync(leases)
         await b.sync(leases)
+    everyone = {"a1": a, "b1": b}
+    assert any(takers(everyone, p) == ["a1"] for p in range(PARTITIONS))  # a1 was busy
     a.leave("a1")
     await a.sync(leases)  # the last sync of a host gives up its memberships and leases
+    assert not a.lingering
     assert await b.sync(leases) is True
     assert all(takers({"a1": a, "b1": b}, p) == ["b1"] for p in range(PARTITIONS))
 
@@ -126,3 +129,6 @@ async def test_a_host_that_cannot_renew_stops_taking_events():
     assert a.accepts("a1", probe)
     await asyncio.sleep(0.2)  # no sync since: its leases may have passed to another host
     assert not a.accepts("a1", probe)
+    # the late sync renews them, and says so: the consumers that stopped must be woken
+    assert await a.sync(leases) is True
+    assert a.accepts("a1", probe)

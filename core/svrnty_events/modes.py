@@ -86,6 +86,12 @@ class Mode:
     #: ``sync`` will be called
     shared_store: bool = False
 
+    @property
+    def lingering(self) -> bool:
+        """True while the mode still needs ``sync`` calls after this host's last consumer left
+        (e.g. to give up leases once the events of a consumer that left time out)."""
+        return False
+
     async def sync(self, leases: Leases) -> bool:
         """On a shared store: called every ``sync_interval`` seconds while this host has
         consumers in the subscription's shared group, at once after a join or a leave, and
@@ -171,6 +177,18 @@ class ConsumerGroup(Mode):
             self._owner.clear()
             if self.shared_store:
                 self._left.add(consumer_id)
+        # forget what consumers that are gone held and whose deadlines passed
+        now = time.monotonic()
+        for correlation_id, holders in list(self._holders.items()):
+            for c in [c for c, (_, deadline) in holders.items()
+                      if deadline <= now and c not in self.members]:
+                del holders[c]
+            if not holders:
+                del self._holders[correlation_id]
+
+    @property
+    def lingering(self) -> bool:
+        return bool(self._left)
 
     def partition_of(self, correlation_id: str) -> int:
         return zlib.crc32(correlation_id.encode()) % self.partitions
@@ -215,7 +233,9 @@ class ConsumerGroup(Mode):
         count, _ = holders.get(consumer_id, (0, 0.0))
         holders[consumer_id] = (count + 1, deadline)
         if self.shared_store:
-            held = self._held[self.partition_of(event.correlation_id)]
+            partition = self.partition_of(event.correlation_id)
+            self._accepted.pop(partition, None)  # handed over: counted as held from now on
+            held = self._held[partition]
             count, _ = held.get(consumer_id, (0, 0.0))
             held[consumer_id] = (count + 1, deadline)
 
@@ -246,18 +266,25 @@ class ConsumerGroup(Mode):
             return self.owner_of(self.partition_of(event.correlation_id)) != consumer_id
         return False
 
-    def _busy(self, consumer_id: str, partition: int, now: float) -> bool:
-        if now - self._accepted.get(partition, -1e9) < self.sync_interval:
-            return True  # accepted by a claim that may not have handed it over yet
+    def _held_until(self, consumer_id: str, partition: int, now: float) -> float | None:
+        """Until when ``consumer_id`` may hold events of ``partition`` (None: it holds none)."""
+        if consumer_id in self.members and \
+                now - self._accepted.get(partition, -1e9) < self.sync_interval:
+            # accepted by a claim that may not have handed it over yet
+            return now + self.subscription.visibility_timeout
         held = self._held.get(partition)
         entry = held.get(consumer_id) if held else None
-        return entry is not None and entry[1] > now
+        return entry[1] if entry is not None and entry[1] > now else None
+
+    def _busy(self, consumer_id: str, partition: int, now: float) -> bool:
+        return self._held_until(consumer_id, partition, now) is not None
 
     async def sync(self, leases: Leases) -> bool:
         started = time.monotonic()
         member_ttl = 3 * self.sync_interval
         lease_ttl = self.subscription.visibility_timeout + 2 * self.sync_interval
         before = self._leased
+        lapsed = started >= self._lease_until  # consumers stopped taking events meanwhile
         if not self._synced:
             # first sync: learn who else is there before claiming partitions
             self._apply(await leases.update(acquire=self._memberships(member_ttl),
@@ -271,13 +298,13 @@ class ConsumerGroup(Mode):
             self._left.difference_update(c for c in release.values() if c not in kept)
             # take events only while the leases outlive them: an event taken at t is in flight
             # until t + visibility timeout, and the leases renewed now last until started +
-            # visibility timeout + 2 intervals
-            self._lease_until = started + 1.5 * self.sync_interval
+            # visibility timeout + 2 intervals (the next renewal is due in one interval)
+            self._lease_until = started + 1.9 * self.sync_interval
             self._apply(table)
             if self._view == view:
                 break
         local = set(self.members)
-        return any(holder in local and before.get(p) != holder
+        return any(holder in local and (lapsed or before.get(p) != holder)
                    for p, holder in self._leased.items())
 
     def _memberships(self, ttl: float) -> dict[str, tuple[str, float]]:
@@ -303,10 +330,12 @@ class ConsumerGroup(Mode):
             holder = self._leased.get(partition)
             if holder is not None and holder != owner and (holder in local
                                                            or holder in self._left):
-                if self._busy(holder, partition, now):
+                until = self._held_until(holder, partition, now)
+                if until is not None:
                     # keep it until its events settle or time out (also for a consumer that
-                    # left without its events released)
-                    acquire[key] = (holder, lease_ttl)
+                    # left without its events released: only as long as those may be held)
+                    acquire[key] = (holder, lease_ttl if holder in local
+                                    else until - now + 2 * self.sync_interval)
                     continue
                 release[key] = holder
             if owner in local:

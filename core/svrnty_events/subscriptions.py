@@ -635,8 +635,10 @@ class SubscriptionEngine:
         interval = mode.sync_interval or 1.0
         leases = Leases(self.store, runtime.name, SHARED_GROUP)
         failures = 0
+        loop = asyncio.get_running_loop()
         while True:
             runtime.sync_poke.clear()
+            begun = loop.time()
             try:
                 if await mode.sync(leases):
                     self.store.notify(runtime.name)
@@ -648,9 +650,12 @@ class SubscriptionEngine:
                 log.warning("could not sync the %s mode of %s with the store (%s: %s); "
                             "retrying", type(mode).__name__, runtime.name, type(exc).__name__,
                             exc)
-            if failures == 0 and not any(not c.private for c in runtime.consumers.values()):
+            if failures == 0 and not mode.lingering and \
+                    not any(not c.private for c in runtime.consumers.values()):
                 return
-            delay = interval if failures == 0 else min(interval, 0.05 * 2 ** failures)
+            # at a fixed rate: leases are renewed every interval whatever a sync takes
+            delay = max(interval - (loop.time() - begun), 0.0) if failures == 0 \
+                else min(interval, 0.05 * 2 ** failures)
             with suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await runtime.sync_poke.wait()

@@ -283,9 +283,9 @@ create_group(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], star
 return 1
 """
 
-# KEYS: log groups avail timers reasons expired subs; ARGV: sub group gname
+# KEYS: log groups avail timers reasons expired subs deleted; ARGV: sub group gname
 DELETE_GROUP = COMMON + r"""
-local log, groups, avail, timers, reasons, expired, subs = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local log, groups, avail, timers, reasons, expired, subs, deleted = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 if redis.call('SISMEMBER', groups, ARGV[2]) == 0 then return 0 end
 local last = last_delivered(log, ARGV[3])
 local f = nil
@@ -293,8 +293,7 @@ if last then f = group_floor(log, ARGV[3], last) end
 pcall(redis.call, 'XGROUP', 'DESTROY', log, ARGV[3])
 redis.call('DEL', avail, timers, reasons, expired)
 -- acks of entries claimed before now take the checked path if the group is made again
-redis.call('HSET', expired, '*', now_ms())
-redis.call('PEXPIRE', expired, 86400000)
+redis.call('SET', deleted, now_ms(), 'PX', 86400000)
 redis.call('SREM', groups, ARGV[2])
 if f and redis.call('SCARD', groups) == 0 then
   local cur = tonumber(redis.call('HGET', subs, ARGV[1]) or '0')
@@ -358,7 +357,9 @@ local locked, wait = 0, -1
 if ARGV[6] == '1' then
   process_due(log, gname, avail, timers, reasons, expired, now)
   if ARGV[8] == '1' then
-    if redis.call('SET', reading, ARGV[9], 'NX', 'PX', ARGV[7]) then
+    -- (a retried PEEK of this claim finds its own token: the lock is its already)
+    if redis.call('SET', reading, ARGV[9], 'NX', 'PX', ARGV[7])
+        or redis.call('GET', reading) == ARGV[9] then
       locked = 1
     else
       redis.call('SET', wanted, '1', 'PX', ARGV[7])
@@ -448,7 +449,7 @@ return {now, next_due(timers), taken, new}
 # the batch: if the consumer has lost no entry to its visibility timeout since then, it still
 # holds every entry it claimed and has not settled, so the ids are settled as given, one XACK
 # per 1000 with no per-entry check. Otherwise each entry's owner is checked.
-# KEYS: log groups reasons expired; ARGV: gname group consumer eid-prefix since-ms, the entry
+# KEYS: log groups reasons expired deleted; ARGV: gname group consumer eid-prefix since-ms, the entry
 # ids (comma separated), the sequences that have a nack reason (comma separated), then event
 # ids whose sequence the caller does not know. Returns the positions (from 1: entry ids, then
 # event ids) of the entries the consumer did not hold.
@@ -465,8 +466,8 @@ if redis.call('SISMEMBER', groups, ARGV[2]) == 0 then
   return missing
 end
 if k > 0 then
-  local marks = redis.call('HMGET', expired, consumer, '*')
-  local last = math.max(tonumber(marks[1] or '-1'), tonumber(marks[2] or '-1'))
+  local last = math.max(tonumber(redis.call('HGET', expired, consumer) or '-1'),
+                        tonumber(redis.call('GET', KEYS[5]) or '-1'))
   if last < tonumber(ARGV[5]) then
     for i = 1, k, 1000 do
       redis.call('XACK', log, gname, unpack(ids, i, math.min(i + 999, k)))
@@ -567,8 +568,11 @@ for _, c in ipairs(cs) do
     redis.call('XGROUP', 'DELCONSUMER', log, gname, name)
   end
 end
-redis.call('HDEL', expired, consumer)  -- it holds nothing now: no ack of it needs a check
-if n > 0 then redis.call('PUBLISH', ARGV[4], '') end
+if n > 0 then
+  -- its entries were taken from it, as by an expiry: its acks of them must be checked
+  redis.call('HSET', expired, consumer, now_ms())
+  redis.call('PUBLISH', ARGV[4], '')
+end
 return n
 """
 

@@ -133,6 +133,10 @@ class _SubKeys:
     def leases(self, group: str) -> str:
         return f"{self.base}:g:{group}:leases"
 
+    def deleted(self, group: str) -> str:
+        """When the group was last deleted (for acks of entries claimed before)."""
+        return f"{self.base}:g:{group}:deleted"
+
     def read_lock(self, group: str) -> tuple[str, str]:
         g = f"{self.base}:g:{group}"
         return f"{g}:reading", f"{g}:wanted"
@@ -501,7 +505,8 @@ class RedisStore(EventStore):
     async def delete_group(self, subscription: str, group: str) -> None:
         sub = self._sub(subscription)
         s = sub.stream
-        await self._run("DELETE_GROUP", [s.log, sub.groups, *sub.group_keys(group), s.subs],
+        await self._run("DELETE_GROUP", [s.log, sub.groups, *sub.group_keys(group), s.subs,
+                                         sub.deleted(group)],
                         [subscription, group, sub.gname(group)])
         for key in [k for k in self._held if k[0] == subscription and k[1] == group]:
             del self._held[key]
@@ -701,7 +706,7 @@ class RedisStore(EventStore):
         with_reason = b",".join([c[0].split(b"-", 1)[0] for c in claims if c[2]])
         try:
             missing = await self._run(
-                "ACK", [s.log, sub.groups, reasons, expired],
+                "ACK", [s.log, sub.groups, reasons, expired, sub.deleted(group)],
                 [sub.gname(group), group, consumer_id, s.eid, since,
                  b",".join([c[0] for c in claims]), with_reason, *unknown])
         except BaseException:

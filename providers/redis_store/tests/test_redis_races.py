@@ -66,3 +66,21 @@ async def test_events_read_after_another_claimer_expired_the_consumer_still_time
         again = await store.claim("sub", "", "e", max_count=10, visibility_timeout=30)
         assert sorted(numbers(again)) == [1, 2, 3]
         assert [c.attempt for c in again.claimed] == [2, 2, 2]
+
+
+async def test_a_stale_ack_stays_refused_after_the_same_consumer_id_is_released_elsewhere(
+        redis_server, key_prefix):
+    """c's event times out and goes to d; then a host releases consumer id c (a reconnect
+    elsewhere, dropped again). c's late ack from the first host must not settle d's event."""
+    async with streaming(redis_server.url, key_prefix).run() as x, \
+            streaming(redis_server.url, key_prefix).run() as y:
+        await x.store.ensure_group("sub", "")
+        await publish(x, 0, 1)
+        [mine] = (await x.store.claim("sub", "", "c", max_count=1,
+                                      visibility_timeout=0.2)).claimed
+        await asyncio.sleep(0.3)
+        assert numbers(await y.store.claim("sub", "", "d", max_count=1,
+                                           visibility_timeout=30)) == [0]
+        assert await y.store.release("sub", "", "c") == 0
+        assert await x.store.ack("sub", "", "c", [mine.event.id]) == [mine.event.id]
+        assert await y.store.ack("sub", "", "d", [mine.event.id]) == []  # still d's to ack
