@@ -229,42 +229,20 @@ class ConsumerGroup(Mode):
 
     def delivered(self, consumer_id: str, event: RecordedEvent) -> None:
         deadline = time.monotonic() + self.subscription.visibility_timeout
-        holders = self._holders[event.correlation_id]
-        count, _ = holders.get(consumer_id, (0, 0.0))
-        holders[consumer_id] = (count + 1, deadline)
+        _hold(self._holders, event.correlation_id, consumer_id, deadline)
         if self.shared_store:
             partition = self.partition_of(event.correlation_id)
             self._accepted.pop(partition, None)  # handed over: counted as held from now on
-            held = self._held[partition]
-            count, _ = held.get(consumer_id, (0, 0.0))
-            held[consumer_id] = (count + 1, deadline)
+            _hold(self._held, partition, consumer_id, deadline)
 
     def settled(self, consumer_id: str, event: RecordedEvent) -> bool:
         if self.shared_store:
-            partition = self.partition_of(event.correlation_id)
-            held = self._held.get(partition)
-            if held and consumer_id in held:
-                count, deadline = held[consumer_id]
-                if count > 1:
-                    held[consumer_id] = (count - 1, deadline)
-                else:
-                    del held[consumer_id]
-                    if not held:
-                        del self._held[partition]
-        holders = self._holders.get(event.correlation_id)
-        if not holders or consumer_id not in holders:
+            _unhold(self._held, self.partition_of(event.correlation_id), consumer_id)
+        if not _unhold(self._holders, event.correlation_id, consumer_id):
             return False
-        count, deadline = holders[consumer_id]
-        if count > 1:
-            holders[consumer_id] = (count - 1, deadline)
-        else:
-            del holders[consumer_id]
-        if not holders:
-            del self._holders[event.correlation_id]
-            # a workflow that moved to another consumer during a rebalance is free for it now
-            # (on a shared store, once the lease moves: the engine syncs at once)
-            return self.owner_of(self.partition_of(event.correlation_id)) != consumer_id
-        return False
+        # the workflow's last held event: if it moved to another consumer during a rebalance,
+        # it is free for it now (on a shared store, once the lease moves: the engine syncs)
+        return self.owner_of(self.partition_of(event.correlation_id)) != consumer_id
 
     def _held_until(self, consumer_id: str, partition: int, now: float) -> float | None:
         """Until when ``consumer_id`` may hold events of ``partition`` (None: it holds none)."""
@@ -348,6 +326,32 @@ class ConsumerGroup(Mode):
             self._view = view
             self._owner.clear()
         self._leased = {int(k[2:]): h for k, h in table.items() if k.startswith("p:")}
+
+
+_Holds = dict  # key -> consumer -> (events held, visibility deadline of the latest)
+
+
+def _hold(holds: _Holds, key: object, consumer_id: str, deadline: float) -> None:
+    held = holds.setdefault(key, {})
+    count, _ = held.get(consumer_id, (0, 0.0))
+    held[consumer_id] = (count + 1, deadline)
+
+
+def _unhold(holds: _Holds, key: object, consumer_id: str) -> bool:
+    """One event of ``key`` less held by ``consumer_id``. True when that was the last event of
+    ``key`` anyone held."""
+    held = holds.get(key)
+    if not held or consumer_id not in held:
+        return False
+    count, deadline = held[consumer_id]
+    if count > 1:
+        held[consumer_id] = (count - 1, deadline)
+        return False
+    del held[consumer_id]
+    if held:
+        return False
+    del holds[key]
+    return True
 
 
 @hookimpl

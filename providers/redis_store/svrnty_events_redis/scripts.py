@@ -54,15 +54,23 @@ local function first_seq(log, meta)
   return tonumber(redis.call('HGET', meta, 'next') or '0')
 end
 
-local function last_delivered(log, gname)
-  local ok, gs = pcall(redis.call, 'XINFO', 'GROUPS', log)
+-- the rows of an XINFO reply (GROUPS, CONSUMERS) as tables field -> value; nil if it fails
+local function xinfo(...)
+  local ok, rows = pcall(redis.call, 'XINFO', ...)
   if not ok then return nil end
-  for _, g in ipairs(gs) do
-    local name, last
-    for i = 1, #g, 2 do
-      if g[i] == 'name' then name = g[i + 1] elseif g[i] == 'last-delivered-id' then last = g[i + 1] end
-    end
-    if name == gname then
+  local out = {}
+  for _, r in ipairs(rows) do
+    local t = {}
+    for i = 1, #r, 2 do t[r[i]] = r[i + 1] end
+    out[#out + 1] = t
+  end
+  return out
+end
+
+local function last_delivered(log, gname)
+  for _, g in ipairs(xinfo('GROUPS', log) or {}) do
+    if g['name'] == gname then
+      local last = g['last-delivered-id']
       if last == '0-0' then return -1 end
       return seq_of(last)
     end
@@ -76,14 +84,9 @@ end
 -- stays in the dead-letter queue when replayed (there is nothing to deliver again).
 local function group_floor(log, gname, last)
   local f = last + 1
-  local ok, cs = pcall(redis.call, 'XINFO', 'CONSUMERS', log, gname)
-  if not ok then return f end
-  for _, c in ipairs(cs) do
-    local name, count
-    for i = 1, #c, 2 do
-      if c[i] == 'name' then name = c[i + 1] elseif c[i] == 'pending' then count = c[i + 1] end
-    end
-    if name ~= DEAD and count and count > 0 then
+  for _, c in ipairs(xinfo('CONSUMERS', log, gname) or {}) do
+    local name = c['name']
+    if name ~= DEAD and (c['pending'] or 0) > 0 then
       local p = redis.call('XPENDING', log, gname, '-', '+', 1, name)
       if #p > 0 and seq_of(p[1][1]) < f then f = seq_of(p[1][1]) end
     end
@@ -544,11 +547,8 @@ if redis.call('SISMEMBER', groups, ARGV[2]) == 0 then return 0 end
 local unseen = {}
 for id in string.gmatch(ARGV[5] or '', '[^,]+') do unseen[id] = true end
 local n = 0
-local ok, cs = pcall(redis.call, 'XINFO', 'CONSUMERS', log, gname)
-if not ok then return 0 end
-for _, c in ipairs(cs) do
-  local name
-  for i = 1, #c, 2 do if c[i] == 'name' then name = c[i + 1] end end
+for _, c in ipairs(xinfo('CONSUMERS', log, gname) or {}) do
+  local name = c['name']
   if name ~= PARKED and name ~= DEAD and held_by(name, consumer) then
     while true do
       local p = redis.call('XPENDING', log, gname, '-', '+', 1000, name)
