@@ -231,9 +231,7 @@ class ConsumerGroup(Mode):
         deadline = time.monotonic() + self.subscription.visibility_timeout
         _hold(self._holders, event.correlation_id, consumer_id, deadline)
         if self.shared_store:
-            partition = self.partition_of(event.correlation_id)
-            self._accepted.pop(partition, None)  # handed over: counted as held from now on
-            _hold(self._held, partition, consumer_id, deadline)
+            _hold(self._held, self.partition_of(event.correlation_id), consumer_id, deadline)
 
     def settled(self, consumer_id: str, event: RecordedEvent) -> bool:
         if self.shared_store:
@@ -276,8 +274,9 @@ class ConsumerGroup(Mode):
             self._left.difference_update(c for c in release.values() if c not in kept)
             # take events only while the leases outlive them: an event taken at t is in flight
             # until t + visibility timeout, and the leases renewed now last until started +
-            # visibility timeout + 2 intervals (the next renewal is due in one interval)
-            self._lease_until = started + 1.9 * self.sync_interval
+            # visibility timeout + 2 intervals (the next renewal is due in one interval; the
+            # rest is room for a late renewal and for a claim between its look and its take)
+            self._lease_until = started + 1.75 * self.sync_interval
             self._apply(table)
             if self._view == view:
                 break

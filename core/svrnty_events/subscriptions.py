@@ -630,7 +630,7 @@ class SubscriptionEngine:
 
     async def _sync_loop(self, runtime: SubscriptionRuntime) -> None:
         """Sync the mode every ``sync_interval`` (or when poked) while this host has consumers
-        in the shared group; a last time once they are gone, then stop."""
+        in the shared group or the mode is ``lingering``; a last time after that, then stop."""
         mode = runtime.mode
         interval = mode.sync_interval or 1.0
         leases = Leases(self.store, runtime.name, SHARED_GROUP)

@@ -109,6 +109,20 @@ local function create_group(log, meta, groups, subs, sub, group, gname, start)
   redis.call('SADD', groups, group)
 end
 
+-- when a consumer lost entries (to a timeout or a release): its acks of entries claimed before
+-- are checked. Marks older than a day are dropped once there are many (acks of claims that
+-- old are always checked).
+local MARK_TTL = 86400000
+local function mark_lost(expired, consumer, now)
+  redis.call('HSET', expired, consumer, now)
+  if redis.call('HLEN', expired) > 1000 then
+    local flat = redis.call('HGETALL', expired)
+    for i = 1, #flat, 2 do
+      if tonumber(flat[i + 1]) < now - MARK_TTL then redis.call('HDEL', expired, flat[i]) end
+    end
+  end
+end
+
 -- a consumer's entries in flight longer than the visibility timeout go back for redelivery;
 -- its timer is set again for the earliest deadline of those it still holds
 -- ('expired' records when a consumer last lost entries this way: its acks of entries claimed
@@ -120,7 +134,7 @@ local function expire_consumer(log, gname, avail, timers, reasons, expired, rn, 
     local idle = tonumber(x[3])
     if idle >= vt then
       local m = fmt(seq_of(x[1]))
-      redis.call('HSET', expired, base_of(rn), now)
+      mark_lost(expired, base_of(rn), now)
       redis.call('XCLAIM', log, gname, PARKED, 0, x[1], 'JUSTID')
       redis.call('HSETNX', reasons, m, 'visibility timeout expired')
       redis.call('ZADD', avail, m, m)
@@ -145,7 +159,7 @@ local function process_due(log, gname, avail, timers, reasons, expired, now)
       local owner = pending(log, gname, id_of(m))
       if owner and owner ~= DEAD then
         if owner ~= PARKED then  -- an in-flight entry with a deadline of its own
-          redis.call('HSET', expired, base_of(owner), now)
+          mark_lost(expired, base_of(owner), now)
           redis.call('XCLAIM', log, gname, PARKED, 0, id_of(m), 'JUSTID')
           redis.call('HSETNX', reasons, m, 'visibility timeout expired')
         end
@@ -471,7 +485,8 @@ end
 if k > 0 then
   local last = math.max(tonumber(redis.call('HGET', expired, consumer) or '-1'),
                         tonumber(redis.call('GET', KEYS[5]) or '-1'))
-  if last < tonumber(ARGV[5]) then
+  local since = tonumber(ARGV[5])
+  if last < since and since > now_ms() - MARK_TTL then
     for i = 1, k, 1000 do
       redis.call('XACK', log, gname, unpack(ids, i, math.min(i + 999, k)))
     end
@@ -570,7 +585,7 @@ for _, c in ipairs(xinfo('CONSUMERS', log, gname) or {}) do
 end
 if n > 0 then
   -- its entries were taken from it, as by an expiry: its acks of them must be checked
-  redis.call('HSET', expired, consumer, now_ms())
+  mark_lost(expired, consumer, now_ms())
   redis.call('PUBLISH', ARGV[4], '')
 end
 return n
