@@ -96,7 +96,7 @@ class _Notifier(ChangeNotifier):
 
 class _StreamKeys:
     __slots__ = ("name", "config", "tag", "log", "meta", "versions", "eid", "subs", "channel",
-                 "sub_base", "notifier")
+                 "sub_base", "notifier", "untrimmed")
 
     def __init__(self, prefix: str, config: StreamConfig) -> None:
         self.name = config.name
@@ -110,6 +110,8 @@ class _StreamKeys:
         self.channel = f"{tag}:changes"
         self.sub_base = f"{tag}:sub:"
         self.notifier = _Notifier()
+        #: events this host appended since it last trimmed the (ephemeral) stream
+        self.untrimmed = 0
 
 
 class _SubKeys:
@@ -427,8 +429,12 @@ class RedisStore(EventStore):
         length, seqs = int(result[1]), result[2]
         replace = msgspec.structs.replace
         out = [replace(e, sequence=int(seq), stream=stream) for e, seq in zip(events, seqs)]
-        if cfg.type is StreamType.EPHEMERAL and length >= 1024:
-            await self._run("TRIM_EPHEMERAL", [s.log, s.meta, s.subs], [s.sub_base])
+        if cfg.type is StreamType.EPHEMERAL:
+            # trimming looks at every group's consumers: at most once per 1024 events appended
+            s.untrimmed += len(events)
+            if length >= 1024 and s.untrimmed >= 1024:
+                s.untrimmed = 0
+                await self._run("TRIM_EPHEMERAL", [s.log, s.meta, s.subs], [s.sub_base])
         return out
 
     async def read(self, stream: str, *, from_sequence: int = 0, limit: int | None = None,
