@@ -399,28 +399,36 @@ end
 return {now, #page, out, locked, wait}
 """
 
-# Let go of the read lock (see PEEK) if this claim holds it; publish a change if another
-# claimer found it taken meanwhile.
-# KEYS: reading wanted; ARGV: token channel
+# Let go of the read lock (see PEEK) if this claim holds it. Publish a change if the claim
+# handed back entries it read (others may want them), or if another claimer found the lock
+# taken meanwhile and new entries may be left unread (the claim read as many as it could take).
+# Otherwise waking the others would only have them look again at what they saw.
+# KEYS: reading wanted; ARGV: token channel handed-back(0/1) more-unread(0/1)
 UNLOCK = r"""
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
-if redis.call('DEL', KEYS[2]) == 1 then redis.call('PUBLISH', ARGV[2], '') end
+local wanted = redis.call('DEL', KEYS[2]) == 1
+if ARGV[3] == '1' or (wanted and ARGV[4] == '1') then redis.call('PUBLISH', ARGV[2], '') end
 return 1
 """
 
 # Claim with a selector, step 2: take the chosen available entries, settle the dropped ones,
 # hand back the entries the consumer read but the selector skipped or dropped, then read up to
 # n new entries into the consumer's PEL.
-# ARGV: sub group gname consumer vt-ms channel n-new n-deliver n-drop n-skip n-dropnew seqs...
+# ARGV: sub group gname consumer vt-ms channel n-new, then four lists of sequences (comma
+# separated): deliver, drop, skip (read, handed back), drop-new (read, settled); then
+# locked (1: the caller holds the read lock and publishes when it lets go)
 TAKE = COMMON + _GROUP_PREAMBLE + r"""
 local vt, channel = tonumber(ARGV[5]), ARGV[6]
 local rn = rname(ARGV[4], vt)
-local n_new, nd, nx, ns, nn = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
-local i = 12
+local n_new = tonumber(ARGV[7])
+local function split(list)
+  local out = {}
+  for m in string.gmatch(list, '[^,]+') do out[#out + 1] = m end
+  return out
+end
 local taken = {}
-for _ = 1, nd do
-  local m = ARGV[i]; i = i + 1
+for _, m in ipairs(split(ARGV[8])) do
   if redis.call('ZREM', avail, m) == 1 then
     local owner, count = pending(log, gname, id_of(m))
     local r = nil
@@ -433,30 +441,28 @@ for _ = 1, nd do
   end
 end
 if #taken > 0 then arm(timers, rn, now, vt) end
-for _ = 1, nx do
-  local m = ARGV[i]; i = i + 1
+for _, m in ipairs(split(ARGV[9])) do
   if redis.call('ZREM', avail, m) == 1 then
     redis.call('XACK', log, gname, id_of(m))
     redis.call('HDEL', reasons, m)
   end
 end
 local skipped = 0
-for _ = 1, ns do
-  local m = ARGV[i]; i = i + 1
+for _, m in ipairs(split(ARGV[10])) do
   if pending(log, gname, id_of(m)) == rn then
     redis.call('XCLAIM', log, gname, PARKED, 0, id_of(m), 'JUSTID', 'RETRYCOUNT', 0)
     redis.call('ZADD', avail, m, m)
     skipped = skipped + 1
   end
 end
-for _ = 1, nn do
-  local m = ARGV[i]; i = i + 1
+for _, m in ipairs(split(ARGV[11])) do
   if pending(log, gname, id_of(m)) == rn then
     redis.call('XACK', log, gname, id_of(m))
     redis.call('HDEL', reasons, m)
   end
 end
-if skipped > 0 then redis.call('PUBLISH', channel, '') end
+-- (a claim that holds the read lock publishes once, when it lets go of it)
+if skipped > 0 and ARGV[12] ~= '1' then redis.call('PUBLISH', channel, '') end
 local new = {}
 read_new(log, gname, rn, timers, n_new, now, vt, new)
 return {now, next_due(timers), taken, new}

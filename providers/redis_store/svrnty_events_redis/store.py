@@ -614,6 +614,8 @@ class RedisStore(EventStore):
         # the read lock's value: this claim's own, so letting go never frees another's lock
         token = f"{consumer_id}@{vt_ms}#{os.urandom(6).hex()}"
         locked = False
+        handed_back = False  # entries this claim read were handed back (others may want them)
+        more_unread = False  # its last read got all it asked for: new entries may be left
         asked = False  # a PEEK asked for the lock and its answer is not known
         lock_due: int | None = None  # Redis ms at which a lock another claimer holds expires
         try:
@@ -648,14 +650,15 @@ class RedisStore(EventStore):
             drop_new: list[str] = []
             n_new = max_count - len(deliver) if locked else 0
             now, due, taken, new = await self._run(
-                "TAKE", keys, [*head, consumer_id, vt_ms, s.channel, n_new, len(deliver),
-                               len(drop), 0, 0, *deliver, *drop])
+                "TAKE", keys, [*head, consumer_id, vt_ms, s.channel, n_new, ",".join(deliver),
+                               ",".join(drop), "", "", "1" if locked else "0"])
             for m, attempt, reason in taken:
                 claimed.append(self._claimed(held, m, attempt, reason, candidates[m.decode()],
                                              now))
             rounds = 64  # bounded: each round reads at most max_count new events
             for round_ in range(rounds):
                 requested = n_new
+                more_unread = 0 < requested == len(new)
                 for m, attempt, reason, flat in new:
                     e = _event(s.name, int(m), flat)
                     verdict = selector(e)
@@ -670,9 +673,12 @@ class RedisStore(EventStore):
                     break
                 # the last round hands back what the one before read and reads nothing more
                 n_new = max_count - len(claimed) if more and round_ < rounds - 1 else 0
+                handed_back = handed_back or bool(skip_new)
                 now, due, _, new = await self._run(
-                    "TAKE", keys, [*head, consumer_id, vt_ms, s.channel, n_new, 0, 0,
-                                   len(skip_new), len(drop_new), *skip_new, *drop_new])
+                    "TAKE", keys, [*head, consumer_id, vt_ms, s.channel, n_new, "", "",
+                                   ",".join(skip_new), ",".join(drop_new),
+                                   "1" if locked else "0"])
+                more_unread = 0 < n_new == len(new)
                 skip_new, drop_new = [], []
                 if not new:
                     break
@@ -681,7 +687,9 @@ class RedisStore(EventStore):
             # was lost. Compare-and-delete, so this never frees another claimer's lock.
             try:
                 if locked or asked:
-                    await self._run("UNLOCK", sub.read_lock(group), [token, s.channel])
+                    await self._run("UNLOCK", sub.read_lock(group),
+                                    [token, s.channel, "1" if handed_back else "0",
+                                     "1" if more_unread else "0"])
             except (StoreUnavailableError, ResponseError) as exc:
                 log.warning("could not let go of the read lock of %s (%s); it expires by "
                             "itself", subscription, exc)
