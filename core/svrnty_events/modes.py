@@ -79,6 +79,14 @@ class Mode:
         Return True if another consumer may now take events it could not take before."""
         return False
 
+    def claim_started(self, consumer_id: str) -> None:
+        """A claim of ``consumer_id`` begins: the store may call ``accepts`` for it from now
+        until ``claim_ended``, and the events it accepts are handed over (``delivered``) right
+        after."""
+
+    def claim_ended(self, consumer_id: str) -> None:
+        """The claim of ``consumer_id`` is over (its events were handed over, if any)."""
+
     #: on a store shared by several hosts: seconds between two ``sync`` calls (None: the mode
     #: needs none, its choices are right whatever other hosts do)
     sync_interval: float | None = None
@@ -161,9 +169,9 @@ class ConsumerGroup(Mode):
         self._lease_until = 0.0
         self._left: set[str] = set()
         self._held: dict[int, dict[str, tuple[int, float]]] = defaultdict(dict)
-        # partition -> when a consumer of this host last accepted one of its events: a claim
-        # in progress may hand it over any moment, so the partition stays put meanwhile
-        self._accepted: dict[int, float] = {}
+        # consumer of this host -> (claims in progress, partitions they accepted events of):
+        # such a claim may hand those events over any moment, so the partitions stay put
+        self._claiming: dict[str, tuple[int, set[int]]] = {}
 
     def join(self, consumer_id: str) -> None:
         self._left.discard(consumer_id)
@@ -215,7 +223,9 @@ class ConsumerGroup(Mode):
         if self.shared_store:
             now = time.monotonic()
             if self._leased.get(partition) == consumer_id and now < self._lease_until:
-                self._accepted[partition] = now
+                claiming = self._claiming.get(consumer_id)
+                if claiming is not None:
+                    claiming[1].add(partition)
                 return True
             return False
         holders = self._holders.get(event.correlation_id)
@@ -242,11 +252,22 @@ class ConsumerGroup(Mode):
         # it is free for it now (on a shared store, once the lease moves: the engine syncs)
         return self.owner_of(self.partition_of(event.correlation_id)) != consumer_id
 
+    def claim_started(self, consumer_id: str) -> None:
+        count, partitions = self._claiming.get(consumer_id, (0, set()))
+        self._claiming[consumer_id] = (count + 1, partitions)
+
+    def claim_ended(self, consumer_id: str) -> None:
+        count, partitions = self._claiming.get(consumer_id, (1, set()))
+        if count > 1:
+            self._claiming[consumer_id] = (count - 1, partitions)
+        else:
+            self._claiming.pop(consumer_id, None)
+
     def _held_until(self, consumer_id: str, partition: int, now: float) -> float | None:
         """Until when ``consumer_id`` may hold events of ``partition`` (None: it holds none)."""
-        if consumer_id in self.members and \
-                now - self._accepted.get(partition, -1e9) < self.sync_interval:
-            # accepted by a claim that may not have handed it over yet
+        claiming = self._claiming.get(consumer_id)
+        if claiming is not None and partition in claiming[1]:
+            # accepted by a claim in progress: it may hand the event over any moment
             return now + self.subscription.visibility_timeout
         held = self._held.get(partition)
         entry = held.get(consumer_id) if held else None
@@ -293,9 +314,6 @@ class ConsumerGroup(Mode):
         acquire = self._memberships(member_ttl)
         release = {f"m:{c}": c for c in self._left}
         local = set(self.members)
-        for partition in [p for p, at in self._accepted.items()
-                          if now - at >= self.sync_interval]:
-            del self._accepted[partition]
         for partition, held in list(self._held.items()):  # forget deadlines that passed
             for consumer in [c for c, (_, deadline) in held.items() if deadline <= now]:
                 del held[consumer]
