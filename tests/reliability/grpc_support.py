@@ -10,8 +10,6 @@ closed it. Tests count with it on the server side, where "delivered" and "acked"
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 import sys
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
@@ -21,7 +19,6 @@ from typing import Any
 
 import grpc
 import grpc.aio
-import pytest
 import svrnty_events_memory.plugin
 from svrnty_events_memory import MemoryStore
 
@@ -29,7 +26,7 @@ import svrnty_events_grpc.plugin
 from svrnty_events import Event, EventStreaming
 from svrnty_events.events import event_type_name, record
 from svrnty_events.store import ClaimResult, Selector
-from svrnty_events.testing import within
+from svrnty_events.testing import self_signed_certificate, within
 
 from ..support import store_plugin, subprocess_env
 
@@ -301,13 +298,5 @@ async def read_deliveries(proc: asyncio.subprocess.Process, count: int,
 
 
 def self_signed(directory: Path, name: str = "server") -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 / localhost, made with the openssl CLI."""
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is needed to make a test certificate")
-    cert, key = directory / f"{name}-cert.pem", directory / f"{name}-key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=30)
-    return cert, key
+    """A self-signed certificate for 127.0.0.1 / localhost (the kernel's test helper)."""
+    return self_signed_certificate(directory, name)

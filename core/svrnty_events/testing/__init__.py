@@ -13,6 +13,6 @@ fixture naming the store and its options::
 """
 
 from .conformance import StoreConformance
-from .helpers import collect, within
+from .helpers import collect, self_signed_certificate, within
 
-__all__ = ["StoreConformance", "collect", "within"]
+__all__ = ["StoreConformance", "collect", "self_signed_certificate", "within"]

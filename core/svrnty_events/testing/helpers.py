@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 #: default bound of every wait on the system under test
 TIMEOUT = 10.0
+
+
+def self_signed_certificate(directory: Path, name: str = "server") -> tuple[Path, Path]:
+    """A self-signed certificate (and its key) for 127.0.0.1 / localhost, made with the
+    openssl CLI in ``directory``; the test is skipped when openssl is not installed."""
+    if shutil.which("openssl") is None:
+        import pytest
+
+        pytest.skip("the openssl command is needed to make a test certificate")
+    cert, key = directory / f"{name}-cert.pem", directory / f"{name}-key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=30)
+    return cert, key
 
 
 async def within(aw: Awaitable[T], timeout: float = TIMEOUT) -> T:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,6 +14,7 @@ import svrnty_events_memory.plugin
 import svrnty_events_grpc.plugin
 from svrnty_events import Event, EventStreaming, Workflow
 from svrnty_events.events import record
+from svrnty_events.testing import self_signed_certificate
 from svrnty_events_grpc import EventClient
 
 #: bound of every wait on the system under test
@@ -96,16 +95,4 @@ async def client(host: Any) -> AsyncIterator[EventClient]:
 @pytest.fixture
 def self_signed(tmp_path: Path) -> Callable[[], tuple[Path, Path]]:
     """A self-signed certificate for 127.0.0.1 / localhost, made with the openssl CLI."""
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is needed to make a test certificate")
-
-    def make() -> tuple[Path, Path]:
-        cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-        subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-             "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-             "-keyout", str(key), "-out", str(cert)],
-            check=True, capture_output=True, timeout=30)
-        return cert, key
-
-    return make
+    return lambda: self_signed_certificate(tmp_path)

@@ -1,5 +1,4 @@
 import os
-import shutil
 import sys
 import uuid
 from pathlib import Path
@@ -8,35 +7,21 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from redis_server_proc import RedisServer  # noqa: E402
+from redis_server_proc import running_redis  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory):
     """One redis-server for the session (started here, stopped in finally)."""
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not on PATH: install Redis >= 7 (Debian/Ubuntu: "
-                    "apt-get install redis-server) to run the Redis store tests")
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def own_redis(tmp_path: Path):
     """A redis-server of the test's own, for tests that stop or restart it."""
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not on PATH: install Redis >= 7 (Debian/Ubuntu: "
-                    "apt-get install redis-server) to run the Redis store tests")
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
+    with running_redis(tmp_path / "redis") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -6,6 +6,8 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -88,3 +90,20 @@ class RedisServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+@contextmanager
+def running_redis(folder: Path, **options) -> Iterator[RedisServer]:
+    """A started RedisServer (see its options), stopped afterwards; the test is skipped when
+    redis-server is not installed."""
+    if shutil.which("redis-server") is None:
+        import pytest
+
+        pytest.skip("redis-server is not on PATH: install Redis >= 7 (Debian/Ubuntu: "
+                    "apt-get install redis-server) to run the Redis store tests")
+    server = RedisServer(folder, **options)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

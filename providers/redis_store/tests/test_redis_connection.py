@@ -3,8 +3,6 @@ the right settings, and the wrong ones give a clear error (a password never appe
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,9 +10,9 @@ import pytest
 from svrnty_events import EventStreaming
 from svrnty_events.errors import ConfigError, StoreUnavailableError
 from svrnty_events.events import Event, record
-from svrnty_events.testing import collect
+from svrnty_events.testing import collect, self_signed_certificate
 
-from redis_server_proc import RedisServer
+from redis_server_proc import running_redis
 
 
 class Ping(Event):
@@ -39,14 +37,8 @@ async def round_trip(url: str, **options) -> list[int]:
 
 @pytest.fixture
 def redis_with_password(tmp_path: Path):
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not on PATH")
-    server = RedisServer(tmp_path / "redis", extra_args=["--requirepass", "s3cret-pw"])
-    server.start()
-    try:
+    with running_redis(tmp_path / "redis", extra_args=["--requirepass", "s3cret-pw"]) as server:
         yield server
-    finally:
-        server.stop()
 
 
 async def test_password_in_the_url(redis_with_password):
@@ -62,26 +54,18 @@ async def test_password_in_the_url(redis_with_password):
 
 @pytest.fixture
 def tls_redis(tmp_path: Path):
-    if shutil.which("redis-server") is None or shutil.which("openssl") is None:
-        pytest.skip("redis-server and openssl are needed")
-    folder = tmp_path / "tls"
-    folder.mkdir()
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=30)
-    server = RedisServer(tmp_path / "redis", tls=True, extra_args=[
-        "--tls-cert-file", str(cert), "--tls-key-file", str(key),
-        "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"])
+    cert, key = self_signed_certificate(tmp_path)
+    started = False
     try:
-        server.start()
-    except RuntimeError as exc:  # a redis-server built without TLS
-        pytest.skip(f"this redis-server does not serve TLS: {exc}")
-    try:
-        yield server, cert
-    finally:
-        server.stop()
+        with running_redis(tmp_path / "redis", tls=True, extra_args=[
+                "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+                "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"]) as server:
+            started = True
+            yield server, cert
+    except RuntimeError as exc:
+        if started:
+            raise
+        pytest.skip(f"this redis-server does not serve TLS: {exc}")  # built without TLS
 
 
 async def test_tls_with_rediss(tls_redis):
