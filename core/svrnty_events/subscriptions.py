@@ -325,37 +325,39 @@ class Consumer:
                 self._refused.clear()
                 mode = self.runtime.mode
                 mode.claim_started(self.consumer_id)
+                deliveries = None
                 try:
-                    result = await self._store.claim(
-                        self.subscription, self.group, self.consumer_id, max_count=room,
-                        visibility_timeout=config.visibility_timeout, selector=self._selector)
-                except StoreUnavailableError as exc:
+                    try:
+                        result = await self._store.claim(
+                            self.subscription, self.group, self.consumer_id, max_count=room,
+                            visibility_timeout=config.visibility_timeout,
+                            selector=self._selector)
+                    except StoreUnavailableError as exc:
+                        unavailable: StoreUnavailableError | None = exc
+                    else:
+                        unavailable = None
+                        if result.claimed:
+                            if self._relay:  # there may be more: let the next one look
+                                self.runtime.wake_one()
+                            # the mode hears of each event (delivered) before the claim ends
+                            deliveries = await self._hand_over(result.claimed)
+                finally:
                     mode.claim_ended(self.consumer_id)
+                if unavailable is not None:
                     outage = outage * 2 if outage else 0.05
                     outage = min(outage, 2.0)
                     log.warning("store unavailable for %s/%s (%s): retrying in %.2fs",
-                                self.subscription, self.consumer_id, exc, outage)
+                                self.subscription, self.consumer_id, unavailable, outage)
                     if deadline is not None and loop.time() + outage >= deadline:
                         return []
                     await asyncio.sleep(outage)
                     self._raise_if_closed()
                     continue
-                except BaseException:
-                    mode.claim_ended(self.consumer_id)
-                    raise
                 outage = 0.0
-                if result.claimed:
-                    if self._relay:  # there may be more: let the next waiting consumer look
-                        self.runtime.wake_one()
-                    try:
-                        # the mode hears of each event (delivered) before the claim ends for it
-                        deliveries = await self._hand_over(result.claimed)
-                    finally:
-                        mode.claim_ended(self.consumer_id)
+                if deliveries is not None:
                     if deliveries or self.completed:
                         return deliveries
                     continue
-                mode.claim_ended(self.consumer_id)
                 self._raise_if_closed()
                 wait: float | None = None if deadline is None else deadline - loop.time()
                 if result.next_due is not None:

@@ -18,7 +18,7 @@ import pytest
 from ..config import DeliverySemantics, StreamType
 from ..errors import ConcurrencyError, UnknownDeliveryError
 from ..events import Event, RecordedEvent, record, utcnow
-from ..host import EventStreaming, EventStreamingHost
+from ..host import EventStreaming
 from ..hookspecs import hookimpl
 from ..modes import Mode
 from ..store import Selection

@@ -23,6 +23,12 @@ local PARKED = 'svrnty:parked'
 local DEAD = 'svrnty:dead'
 
 local function fmt(n) return string.format('%d', n) end
+-- a comma-separated argument (lists are sent as one argument: far cheaper for the client)
+local function split(list)
+  local out = {}
+  for m in string.gmatch(list or '', '[^,]+') do out[#out + 1] = m end
+  return out
+end
 local function id_of(m) return m .. '-1' end
 local function seq_of(id) return tonumber(string.match(id, '^(%d+)-')) end
 
@@ -422,11 +428,6 @@ TAKE = COMMON + _GROUP_PREAMBLE + r"""
 local vt, channel = tonumber(ARGV[5]), ARGV[6]
 local rn = rname(ARGV[4], vt)
 local n_new = tonumber(ARGV[7])
-local function split(list)
-  local out = {}
-  for m in string.gmatch(list, '[^,]+') do out[#out + 1] = m end
-  return out
-end
 local taken = {}
 for _, m in ipairs(split(ARGV[8])) do
   if redis.call('ZREM', avail, m) == 1 then
@@ -479,9 +480,7 @@ return {now, next_due(timers), taken, new}
 ACK = COMMON + r"""
 local log, groups, reasons, expired = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local gname, consumer = ARGV[1], ARGV[3]
-local ids, with_reason = {}, {}
-for id in string.gmatch(ARGV[6], '[^,]+') do ids[#ids + 1] = id end
-for m in string.gmatch(ARGV[7], '[^,]+') do with_reason[#with_reason + 1] = m end
+local ids, with_reason = split(ARGV[6]), split(ARGV[7])
 local k = #ids
 local missing = {}
 if redis.call('SISMEMBER', groups, ARGV[2]) == 0 then
@@ -566,7 +565,7 @@ local log, groups, avail, timers, expired = KEYS[1], KEYS[2], KEYS[3], KEYS[4], 
 local gname, consumer = ARGV[1], ARGV[3]
 if redis.call('SISMEMBER', groups, ARGV[2]) == 0 then return 0 end
 local unseen = {}
-for id in string.gmatch(ARGV[5] or '', '[^,]+') do unseen[id] = true end
+for _, id in ipairs(split(ARGV[5])) do unseen[id] = true end
 local n = 0
 for _, c in ipairs(xinfo('CONSUMERS', log, gname) or {}) do
   local name = c['name']

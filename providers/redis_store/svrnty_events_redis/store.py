@@ -576,7 +576,7 @@ class RedisStore(EventStore):
                         async with self.redis.pipeline(transaction=True) as pipe:
                             pipe.execute_command("XREADGROUP", "GROUP", head[2], rn, "COUNT",
                                                  room, "STREAMS", s.log, ">")
-                            pipe.zadd(sub.group_keys(group)[1], {f"c:{rn}": int(now) + vt_ms},
+                            pipe.zadd(keys[5], {f"c:{rn}": int(now) + vt_ms},  # timers
                                       lt=True)
                             reply, _ = await pipe.execute()
                 except (StoreUnavailableError, ResponseError) as exc:
