@@ -7,24 +7,15 @@ generation into a temporary directory and fails when the committed code is stale
 from __future__ import annotations
 
 import sys
-import tempfile
 from pathlib import Path
 
 from svrnty_events_grpc.codegen import ProtoTarget
 
 HERE = Path(__file__).resolve().parent
 TARGET = ProtoTarget(proto_root=HERE / "protos", proto="svrnty/sample/v1/commands.proto", package_dir=HERE / "svrnty_sample" / "proto")
+# what the tests check the committed code against
 PROTO_ROOT, PROTO, PACKAGE_DIR = TARGET.proto_root, TARGET.proto, TARGET.package_dir
-GENERATED = TARGET.generated
-generate = TARGET.generate
-normalized = TARGET.normalized
-
-
-def main() -> int:
-    with tempfile.TemporaryDirectory() as tmp:
-        TARGET.write(TARGET.generate(Path(tmp)))
-    return 0
-
+generate, normalized = TARGET.generate, TARGET.normalized
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(TARGET.regenerate())

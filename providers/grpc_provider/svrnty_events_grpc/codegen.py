@@ -5,6 +5,7 @@ staleness tests. Needs ``grpcio-tools`` (imported only when generating)."""
 from __future__ import annotations
 
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,3 +57,10 @@ class ProtoTarget:
         for name, source in files.items():
             (self.package_dir / name).write_text(source, encoding="utf-8")
             print(f"wrote {self.package_dir / name}")
+
+    def regenerate(self) -> int:
+        """Generate in a temporary folder and write the files into the package (the
+        ``generate_proto.py`` scripts' main). Returns the exit status."""
+        with tempfile.TemporaryDirectory() as tmp:
+            self.write(self.generate(Path(tmp)))
+        return 0
