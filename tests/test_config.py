@@ -40,6 +40,7 @@ type = "persistent"
 delivery_semantics = "exactly_once"
 scope = "cross_service"
 retention_max_count = 50000
+partitions = 8
 
 [[subscriptions]]
 name = "analytics"
@@ -55,7 +56,6 @@ visibility_timeout = 12.5
 max_delivery_attempts = 3
 backoff = "exponential"
 window = 10
-options = { partitions = 8 }
 """
 
 
@@ -70,12 +70,12 @@ def builder_equivalent() -> EventStreaming:
                          delivery_semantics=DeliverySemantics.AT_LEAST_ONCE)
     streaming.add_stream(LedgerWorkflow, type="persistent",
                          delivery_semantics=DeliverySemantics.EXACTLY_ONCE,
-                         scope=StreamScope.CROSS_SERVICE, retention_max_count=50000)
+                         scope=StreamScope.CROSS_SERVICE, retention_max_count=50000,
+                         partitions=8)
     streaming.add_subscription("users", "analytics", mode=SubscriptionMode.BROADCAST)
     streaming.add_subscription(LedgerWorkflow, "billing", mode=SubscriptionMode.CONSUMER_GROUP,
                                event_types=["Credited", "Debited"], visibility_timeout=12.5,
-                               max_delivery_attempts=3, backoff="exponential", window=10,
-                               options={"partitions": 8})
+                               max_delivery_attempts=3, backoff="exponential", window=10)
     return streaming
 
 
@@ -114,6 +114,24 @@ async def test_toml_config_runs(tmp_path: Path) -> None:
         assert host.store.options.max_events_per_stream == 1000
         assert (await host.stream_info("ledger")).type == "persistent"
         assert host.engine.runtime("billing").mode.partitions == 8
+
+
+def test_consumer_group_partitions_that_contradict_the_stream_name_both(tmp_path: Path) -> None:
+    streaming = EventStreaming()
+    streaming.add_stream("orders", type="persistent", partitions=4)
+    streaming.add_subscription("orders", "billing", mode="consumer_group",
+                               options={"partitions": 8})
+    with pytest.raises(ConfigError) as info:
+        streaming.build_host()
+    assert str(info.value) == (
+        'subscriptions[0].options.partitions: 8 contradicts streams[0].partitions = 4 (stream '
+        '"orders"): partitions belong to the stream; drop the option or set it to 4')
+    streaming.config.subscriptions[0].options["partitions"] = 4
+    streaming.build_host()  # agreeing is fine
+    bad = EventStreaming()
+    bad.add_stream("orders", partitions=0)
+    with pytest.raises(ConfigError, match=r"^streams\[0\]\.partitions: must be >= 1 and <= 1024$"):
+        bad.build_host()
 
 
 def test_store_options_beside_or_under_options_are_the_same() -> None:

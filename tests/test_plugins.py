@@ -313,9 +313,9 @@ def test_mode_options_are_validated_against_the_plugin_struct() -> None:
     streaming = EventStreaming(load_entrypoints=False, plugins=[store_plugin()])
     streaming.add_stream("users")
     streaming.add_subscription("users", "groups", mode="consumer_group",
-                               options={"partitions": "many"})
-    with pytest.raises(Exception, match=r"subscriptions\[0\]\.options\.partitions: "
-                                        "expected int, got str"):
+                               options={"sync_interval": "often"})
+    with pytest.raises(Exception, match=r"subscriptions\[0\]\.options\.sync_interval: "
+                                        "expected float, got str"):
         streaming.build_host()
 
 

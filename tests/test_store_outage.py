@@ -15,7 +15,7 @@ from svrnty_events.testing import within
 from svrnty_events_memory import MemoryStore
 
 
-class Ping(Event):
+class OutagePing(Event):
     n: int
 
 
@@ -58,7 +58,7 @@ async def test_consumers_back_off_and_resume_after_an_outage():
     async with streaming.run() as host:
         store = host.store
         assert isinstance(store, OutageStore)
-        await host.publish("s", [record(Ping(n=i), stream="s", correlation_id="c")
+        await host.publish("s", [record(OutagePing(n=i), stream="s", correlation_id="c")
                                  for i in range(5)], external=False)
         consumer = await host.open_consumer("sub", "c1")
         first = await within(consumer.fetch(max_events=2))
@@ -73,7 +73,7 @@ async def test_consumers_back_off_and_resume_after_an_outage():
         await asyncio.sleep(0.2)
         assert not fetching.done()
         store.down = False
-        await host.publish("s", [record(Ping(n=5), stream="s", correlation_id="c")],
+        await host.publish("s", [record(OutagePing(n=5), stream="s", correlation_id="c")],
                            external=False)
         rest = await within(fetching)
         await consumer.ack([d.id for d in [*first, *rest]])
@@ -104,15 +104,15 @@ async def test_a_consumer_whose_release_failed_still_leaves_the_group():
     mode all the same (no ghost member keeps its partitions), its events come back after their
     visibility timeout, and the other consumer then gets every workflow."""
     streaming = EventStreaming(store="shared-outage", plugins=[SharedOutagePlugin()])
-    streaming.add_stream("s", type=StreamType.PERSISTENT)
+    streaming.add_stream("s", type=StreamType.PERSISTENT, partitions=8)
     streaming.add_subscription("s", "sub", mode="consumer_group", visibility_timeout=0.5,
-                               options={"partitions": 8, "sync_interval": 0.05})
+                               options={"sync_interval": 0.05})
     async with streaming.run() as host:
         store = host.store
         a = await host.open_consumer("sub", "a")
         b = await host.open_consumer("sub", "b")
         await asyncio.sleep(0.2)  # both members synced: the partitions are split
-        await host.publish("s", [record(Ping(n=i), stream="s", correlation_id=f"wf-{i}")
+        await host.publish("s", [record(OutagePing(n=i), stream="s", correlation_id=f"wf-{i}")
                                  for i in range(16)], external=False)
         got_a = await within(a.fetch(timeout=1))
         assert got_a  # a owns some workflows and holds their events

@@ -32,6 +32,14 @@ class Handler:
     description: str = ""
 
     @property
+    def label(self) -> str:
+        """How errors name the handler: ``command "addUser" (handler app.domain.add_user)``."""
+        func = self.func
+        qualname = getattr(func, "__qualname__", None) or type(func).__qualname__
+        module = getattr(func, "__module__", None)
+        return f'{self.kind} "{self.name}" (handler {f"{module}." if module else ""}{qualname})'
+
+    @property
     def return_type(self) -> Any:
         hints = inspect.get_annotations(self.func, eval_str=True)
         return hints.get("return", Any)

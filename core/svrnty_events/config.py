@@ -48,6 +48,9 @@ class Backoff(enum.StrEnum):
     EXPONENTIAL = "exponential"
 
 
+MAX_PARTITIONS = 1024
+
+
 class _Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     pass
 
@@ -61,6 +64,9 @@ class StreamConfig(_Config):
     retention_max_count: int | None = None
     #: drop events older than this many seconds; None = no age limit
     retention_max_age: float | None = None
+    #: partitions of the stream: an event's partition is fixed on append from its correlation
+    #: id; a consumer_group spreads partitions over its consumers (one owner each)
+    partitions: int = 1
     description: str = ""
 
 

@@ -140,3 +140,47 @@ class StoreUnavailableError(SvrntyEventsError):
     """The store cannot be reached. Retryable: the operation had no effect."""
 
     retryable = True
+
+
+class StoreFormatError(SvrntyEventsError):
+    """The store holds data this version cannot use (written by another version, or with
+    another stream layout). The message says what was found and what to do."""
+
+    def __init__(self, store: str, found: str, action: str) -> None:
+        self.store, self.found, self.action = store, found, action
+        super().__init__(f"{store}: {found}; {action}")
+
+
+# --- events --------------------------------------------------------------------------------
+
+
+class InvalidEventError(SvrntyEventsError, TypeError):
+    """``workflow.emit`` got something that is not an instance of an ``Event`` subclass.
+    ``handler`` names the command handler that emitted it (None outside one)."""
+
+    def __init__(self, handler: str | None, value: object) -> None:
+        self.handler, self.value = handler, value
+        if isinstance(value, type):
+            got = f"the class {value.__module__}.{value.__qualname__} itself, not an instance"
+        else:
+            text = repr(value)
+            if len(text) > 80:
+                text = text[:77] + "..."
+            cls = type(value)
+            name = cls.__qualname__ if cls.__module__ == "builtins" \
+                else f"{cls.__module__}.{cls.__qualname__}"
+            got = f"{name}: {text}"
+        where = f"{handler}: " if handler else ""
+        super().__init__(
+            f"{where}workflow.emit() takes an instance of an Event subclass, got {got}")
+
+
+class DuplicateEventTypeError(SvrntyEventsError, ValueError):
+    """Two classes of different modules have one event type name. Events carry only their type
+    name, so a consumer could not tell which class an event is."""
+
+    def __init__(self, name: str, first: str, second: str) -> None:
+        self.name, self.first, self.second = name, first, second
+        super().__init__(
+            f'event type "{name}" is defined twice: by {first} and by {second}; events carry '
+            f'only their type name, so rename one class or set __event_type__ = "..." on it')

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 import uuid
+import zlib
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
 import msgspec
+
+from .errors import DuplicateEventTypeError
 
 JSON = "application/json"
 
@@ -16,32 +21,36 @@ _encoder = msgspec.json.Encoder()
 class Event(msgspec.Struct, kw_only=True):
     """Base class of user event types. The event's type name is the class name.
 
-    Subclasses are registered by name as they are defined, so delivered events decode back
-    to their class::
+    Subclasses are registered by type name as they are defined, so delivered events decode
+    back to their class::
 
         class UserAdded(Event):
             user_id: int
             name: str
 
-    Set ``__event_type__ = "name"`` on a class to give it another type name. When several
-    classes of the process share a type name, a payload decodes into the newest one it fits;
-    a host decodes into the classes it knows first (see :class:`EventTypes`).
+    Set ``__event_type__ = "name"`` on a class to give it another type name. A type name
+    belongs to one class: defining a second class of the same type name in another module
+    raises :class:`~svrnty_events.errors.DuplicateEventTypeError` naming both (events carry
+    only their type name, so consumers could not tell them apart); so does a second class of
+    that name elsewhere in the same module. Defining the same class again (a reload, a REPL, a
+    class inside a function called twice) replaces the earlier definition.
     """
 
-    _registry: ClassVar[dict[str, list[type[Event]]]] = {}
+    _registry: ClassVar[dict[str, type[Event]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        Event._registry.setdefault(event_type_name(cls), []).append(cls)
+        name = event_type_name(cls)
+        _check_one_definition(name, Event._registry.get(name), cls)
+        Event._registry[name] = cls
 
 
 class EventTypes:
     """Event classes by type name: what a host (or a remote client) decodes payloads into.
 
-    Classes added here win over the process-wide registry of Event subclasses, so two modules
-    defining a class of the same name cannot change how each other's deliveries decode. Two
-    different classes with one type name in the same registry are an error: give one of them
-    an ``__event_type__`` class attribute.
+    Classes added here win over the process-wide registry of Event subclasses (they may also be
+    plain msgspec Structs). Two classes of one type name are an error as in the registry
+    (DuplicateEventTypeError, a ValueError); a redefinition of a class replaces it.
     """
 
     def __init__(self, classes: Any = ()) -> None:
@@ -51,11 +60,7 @@ class EventTypes:
 
     def add(self, cls: type) -> None:
         name = event_type_name(cls)
-        existing = self._by_name.get(name)
-        if existing is not None and existing is not cls:
-            raise ValueError(
-                f'event type "{name}" names both {existing.__module__}.{existing.__qualname__} '
-                f"and {cls.__module__}.{cls.__qualname__}; set __event_type__ on one of them")
+        _check_one_definition(name, self._by_name.get(name), cls)
         self._by_name[name] = cls
 
     def get(self, name: str) -> type | None:
@@ -67,8 +72,37 @@ class EventTypes:
     def __contains__(self, name: str) -> bool:
         return name in self._by_name
 
+    def names(self) -> set[str]:
+        """Type names known here or to the process-wide registry of Event subclasses."""
+        return {*self._by_name, *Event._registry}
+
     def classes(self) -> list[type]:
         return list(self._by_name.values())
+
+
+def _qualified_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _source_file(cls: type) -> str | None:
+    return getattr(sys.modules.get(cls.__module__), "__file__", None)
+
+
+def _check_one_definition(name: str, existing: type | None, cls: type) -> None:
+    """Raise DuplicateEventTypeError unless ``cls`` may take type name ``name`` from
+    ``existing``: the same class, or a redefinition of it (same module, and the same qualified
+    name or a class defined inside a function). The same file imported under two module names
+    counts as one module."""
+    if existing is None or existing is cls:
+        return
+    file = _source_file(cls)
+    same_module = existing.__module__ == cls.__module__ or \
+        (file is not None and file == _source_file(existing))
+    if same_module and (existing.__qualname__ == cls.__qualname__
+                        or "<locals>" in existing.__qualname__
+                        or "<locals>" in cls.__qualname__):
+        return
+    raise DuplicateEventTypeError(name, _qualified_name(existing), _qualified_name(cls))
 
 
 def event_type_name(cls: type) -> str:
@@ -76,9 +110,8 @@ def event_type_name(cls: type) -> str:
 
 
 def lookup_event_type(name: str) -> type[Event] | None:
-    """The newest Event subclass with this type name, if any."""
-    classes = Event._registry.get(name)
-    return classes[-1] if classes else None
+    """The Event subclass of this type name, if any."""
+    return Event._registry.get(name)
 
 
 class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
@@ -98,6 +131,8 @@ class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
     sequence: int = -1
     content_type: str = JSON
     headers: dict[str, str] = {}
+    #: partition of the stream, fixed on append from the correlation id (see partition_of)
+    partition: int = 0
 
     def decode(self, type: type | None = None) -> Any:
         """Decode ``data``: into ``type`` if given, else into the registered class of
@@ -115,29 +150,10 @@ def decode_payload(type_name: str, data: bytes, content_type: str = JSON,
         return data
     if cls is not None:
         return _decoder(cls).decode(data)
-    candidates = Event._registry.get(type_name)
-    if not candidates:
+    cls = Event._registry.get(type_name)
+    if cls is None:
         return _plain_decoder.decode(data)
-    if len(candidates) == 1:
-        return _decoder(candidates[0]).decode(data)
-    # same-named classes: the newest whose fields match the payload's keys exactly, else the
-    # newest that decodes it
-    raw = _plain_decoder.decode(data)
-    keys = set(raw) if isinstance(raw, dict) else None
-    ordered = list(reversed(candidates))
-    if keys is not None:
-        for candidate in ordered:
-            fields = msgspec.structs.fields(candidate)
-            names = {f.encode_name for f in fields}
-            required = {f.encode_name for f in fields if f.required}
-            if required <= keys <= names:
-                return msgspec.convert(raw, candidate)
-    for candidate in ordered[:-1]:
-        try:
-            return _decoder(candidate).decode(data)
-        except msgspec.ValidationError:
-            continue
-    return _decoder(ordered[-1]).decode(data)
+    return _decoder(cls).decode(data)
 
 
 def _decoder(cls: type) -> msgspec.json.Decoder:
@@ -145,6 +161,15 @@ def _decoder(cls: type) -> msgspec.json.Decoder:
     if decoder is None:
         decoder = _decoders[cls] = msgspec.json.Decoder(cls)
     return decoder
+
+
+def partition_of(correlation_id: str, partitions: int) -> int:
+    """The partition of a correlation id in a stream of ``partitions`` partitions: CRC-32
+    (zlib, IEEE) of its UTF-8 bytes modulo ``partitions``. Every store and host computes it
+    the same way, so one workflow's events always land in one partition."""
+    if partitions <= 1:
+        return 0
+    return zlib.crc32(correlation_id.encode()) % partitions
 
 
 def encode_payload(event: Any) -> bytes:
@@ -171,3 +196,8 @@ def record(event: Any, *, stream: str, correlation_id: str, headers: dict[str, s
         data=encode_payload(event),
         headers=headers or {},
     )
+
+
+def type_names(types: Iterable[type | str] | None) -> list[str]:
+    """Event type names of classes (or names, kept as they are)."""
+    return [t if isinstance(t, str) else event_type_name(t) for t in (types or ())]

@@ -3,6 +3,7 @@ store, streams, subscriptions, delivery providers)."""
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import logging
 from datetime import datetime
@@ -17,6 +18,7 @@ import pluggy
 from . import plugins as plugin_registry
 from .commands import CommandResult, Handler, HandlerRegistry, operation_name
 from .config import (
+    MAX_PARTITIONS,
     DeliverySemantics,
     HostConfig,
     StoreConfig,
@@ -39,7 +41,7 @@ from .store import DeadLetter, EventStore, Receipt, StreamInfo
 from .subscriptions import Consumer, Subscriber, SubscriptionEngine, SubscriptionRuntime, type_names
 from .workflow import Workflow
 
-log = logging.getLogger("svrnty_events")
+log = logging.getLogger("svrnty_events.host")
 
 C = TypeVar("C", bound=Callable[..., Any])
 
@@ -205,6 +207,9 @@ class EventStreamingHost:
             if stream.name in self.streams:
                 raise ConfigError(f"streams[{i}].name", f'duplicate stream name "{stream.name}"',
                                   source=src)
+            if not 1 <= stream.partitions <= MAX_PARTITIONS:
+                raise ConfigError(f"streams[{i}].partitions",
+                                  f"must be >= 1 and <= {MAX_PARTITIONS}", source=src)
             if stream.delivery_semantics == DeliverySemantics.EXACTLY_ONCE:
                 if stream.type != StreamType.PERSISTENT:
                     raise ConfigError(f"streams[{i}].delivery_semantics",
@@ -242,6 +247,16 @@ class EventStreamingHost:
                                          path=f"subscriptions[{i}].mode", source=src)
             options = _options(mode_reg.options, sub.options, f"subscriptions[{i}].options", src)
             self._modes[sub.name] = (mode_reg, options)
+            partitions = getattr(options, "partitions", None)
+            stream_cfg = self.streams[sub.stream]
+            if partitions is not None and partitions != stream_cfg.partitions:
+                j = next(k for k, st in enumerate(cfg.streams) if st.name == sub.stream)
+                raise ConfigError(
+                    f"subscriptions[{i}].options.partitions",
+                    f"{partitions} contradicts streams[{j}].partitions = "
+                    f'{stream_cfg.partitions} (stream "{sub.stream}"): partitions belong to '
+                    f"the stream; drop the option or set it to {stream_cfg.partitions}",
+                    source=src)
             for field_name in ("visibility_timeout", "heartbeat_timeout"):
                 if getattr(sub, field_name) <= 0:
                     raise ConfigError(f"subscriptions[{i}].{field_name}", "must be > 0",
@@ -264,6 +279,7 @@ class EventStreamingHost:
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._warn_unknown_event_types()
         await self.store.start()
         try:
             for stream in self.streams.values():
@@ -287,6 +303,23 @@ class EventStreamingHost:
         except BaseException:
             await self.stop()
             raise
+
+    def _warn_unknown_event_types(self) -> None:
+        """Log a warning per subscription whose event-type filters name types no class known
+        here has (the host's event types or any Event subclass): likely a typo, which would
+        make the subscription settle every event undelivered. Not an error: another service
+        may publish events of those types."""
+        known = self.streaming.event_types.names()
+        for sub in self.config.subscriptions:
+            unknown = [f'{field} "{name}" ({_close_names(name, sorted(known))})'
+                       for field in ("event_types", "terminal_event_types")
+                       for name in getattr(sub, field) if name not in known]
+            if unknown:
+                log.warning(
+                    'subscription "%s" filters on event types no known event class has: %s. '
+                    "Harmless if another service publishes events of these types; otherwise "
+                    "fix the names or register the classes (register_event_types)",
+                    sub.name, "; ".join(unknown))
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop providers (remote streams end with a retryable status), release in-process
@@ -328,6 +361,7 @@ class EventStreamingHost:
             if version == 0:
                 raise UnknownWorkflowError(workflow_id, stream)
             workflow = workflow_type(workflow_id, is_new=False, version=version)
+        workflow._handler = handler.label  # emit() names it in InvalidEventError
         value = handler.func(command, workflow)
         if inspect.isawaitable(value):
             value = await value
@@ -403,7 +437,9 @@ class EventStreamingHost:
                   window: int | None = None, heartbeat_timeout: float | None = None,
                   start: int | datetime | str | None = None) -> Subscriber:
         """Consume a subscription in-process: ``async with host.subscribe(...) as deliveries:
-        async for delivery in deliveries: ...``. See :class:`Subscriber` for ack styles."""
+        async for delivery in deliveries: ...``. See :class:`Subscriber` for ack styles.
+        Raises ConfigError for ``window < 1``."""
+        _check_window(window, "subscribe(window)")
         return Subscriber(self.engine, subscription, consumer_id, auto_ack=auto_ack,
                           correlation_id=correlation_id, event_types=event_types,
                           terminal_event_types=terminal_event_types, window=window,
@@ -411,7 +447,9 @@ class EventStreamingHost:
 
     async def open_consumer(self, subscription: str, consumer_id: str,
                             **options: Any) -> Consumer:
-        """The consumer API delivery providers build on (see SubscriptionEngine.open_consumer)."""
+        """The consumer API delivery providers build on (see SubscriptionEngine.open_consumer).
+        Raises ConfigError for ``window < 1``."""
+        _check_window(options.get("window"), "open_consumer(window)")
         return await self.engine.open_consumer(subscription, consumer_id, **options)
 
     def consumers(self, subscription: str) -> list[dict[str, Any]]:
@@ -461,6 +499,18 @@ class EventStreamingHost:
         for e in [*self.endpoints(), *extra_endpoints]:
             lines.append(f"  endpoint:      {e}")
         return "\n".join(lines)
+
+
+def _close_names(name: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=3)
+    return "did you mean " + " or ".join(f'"{c}"' for c in close) + "?" if close \
+        else "no known type is close"
+
+
+def _check_window(window: int | None, path: str) -> None:
+    # the same error as `window = 0` in a configuration file (see _validate)
+    if window is not None and window < 1:
+        raise ConfigError(path, "must be >= 1")
 
 
 def _options(options_type: type | None, raw: dict[str, Any], path: str,

@@ -5,11 +5,14 @@ A mode decides which consumer(s) an event goes to, through two choices:
 
 * ``shared``: whether all consumers draw from one delivery group (competing consumers) or each
   consumer has a group of its own (every consumer sees every event);
-* ``accepts(consumer_id, event)``: in a shared group, whether this consumer may take the event
-  now (otherwise it stays available for another consumer).
+* ``partitioned`` (shared modes): whether the group is split by the stream's partitions (one
+  group per partition, see ``store.partition_group``), each claimed by the consumers that
+  ``assignment`` names. A mode never looks at single events while a store claims: the engine
+  asks it which partitions a consumer may claim, then claims exactly those.
 
-The engine tells the mode when consumers join and leave and when events are handed out and
-settled, so a mode can keep per-key ordering (as ``consumer_group`` does).
+The engine tells the mode when consumers join and leave, when claims of partitions begin and
+end, and when events are handed out and settled, so a mode can keep per-partition ordering (as
+``consumer_group`` does).
 
 On a store shared by several hosts (``Capabilities.shared``), a mode with a ``sync_interval``
 is also called (``sync``) every so often with the store's leases of its group, so that its
@@ -20,14 +23,13 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import msgspec
 
-from .config import SubscriptionConfig
-from .events import RecordedEvent
+from .config import StreamConfig, SubscriptionConfig
+from .events import RecordedEvent, partition_of
 from .hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -49,13 +51,28 @@ class Leases:
                                        release=release)
 
 
+class Assignment(msgspec.Struct, frozen=True, gc=False):
+    """What a consumer of a partitioned mode may claim now."""
+
+    #: partitions it may claim now
+    partitions: Sequence[int]
+    #: when (time.monotonic()) the answer may change by itself (a holder's deadline passes);
+    #: None when only an event the mode hears of (join, leave, settle, sync) changes it
+    retry_at: float | None = None
+
+
 class Mode:
     """Base class of subscription modes (one instance per subscription)."""
 
     #: one delivery group for all consumers (True), or one per consumer (False)
     shared: bool = True
+    #: shared modes: one delivery group per partition of the stream, claimed as ``assignment``
+    #: says (True), or one group for the whole stream (False)
+    partitioned: bool = False
     #: record delivered/read receipts per consumer
     receipts: bool = False
+    #: set by the engine before any consumer joins: the configuration of the stream
+    stream: StreamConfig | None = None
 
     def __init__(self, subscription: SubscriptionConfig, options: msgspec.Struct | None = None):
         self.subscription = subscription
@@ -67,25 +84,26 @@ class Mode:
     def leave(self, consumer_id: str) -> None:
         """A consumer left (its in-flight events are released by the engine)."""
 
-    def accepts(self, consumer_id: str, event: RecordedEvent) -> bool:
-        """Whether ``consumer_id`` may take ``event`` now. Called only for shared modes."""
-        return True
+    def assignment(self, consumer_id: str) -> Assignment:
+        """Partitioned modes: the partitions ``consumer_id`` may claim now."""
+        return Assignment(range((self.stream.partitions if self.stream else 1)))
+
+    def claim_started(self, consumer_id: str, partitions: Sequence[int]) -> None:
+        """Partitioned modes: a claim of ``consumer_id`` for ``partitions`` begins (until
+        ``claim_ended``, the consumer may receive events of them any moment)."""
+
+    def claim_ended(self, consumer_id: str, partitions: Sequence[int]) -> bool:
+        """The claim is over; what it claimed was reported with ``delivered`` before. Return
+        True if another consumer may now claim what it could not claim before."""
+        return False
 
     def delivered(self, consumer_id: str, event: RecordedEvent) -> None:
         """``event`` was handed to ``consumer_id``."""
 
     def settled(self, consumer_id: str, event: RecordedEvent) -> bool:
         """``consumer_id`` no longer holds ``event`` (acked, nacked, released, dead-lettered).
-        Return True if another consumer may now take events it could not take before."""
+        Return True if another consumer may now claim what it could not claim before."""
         return False
-
-    def claim_started(self, consumer_id: str) -> None:
-        """A claim of ``consumer_id`` begins: the store may call ``accepts`` for it from now
-        until ``claim_ended``, and the events it accepts are handed over (``delivered``) right
-        after."""
-
-    def claim_ended(self, consumer_id: str) -> None:
-        """The claim of ``consumer_id`` is over (its events were handed over, if any)."""
 
     #: on a store shared by several hosts: seconds between two ``sync`` calls (None: the mode
     #: needs none, its choices are right whatever other hosts do)
@@ -104,7 +122,7 @@ class Mode:
         """On a shared store: called every ``sync_interval`` seconds while this host has
         consumers in the subscription's shared group, at once after a join or a leave, and
         once more after the last of them left. Return True when consumers of this host may now
-        take events they could not take before (the engine wakes them)."""
+        claim what they could not claim before (the engine wakes them)."""
         return False
 
 
@@ -127,51 +145,58 @@ class ReadReceipt(Broadcast):
 
 
 class ConsumerGroupOptions(msgspec.Struct, forbid_unknown_fields=True):
-    #: number of partitions correlation ids are hashed into
-    partitions: int = 64
+    #: must equal the stream's ``partitions`` when given (partitions belong to the stream)
+    partitions: int | None = None
     #: on a store shared by several hosts: seconds between two renewals of this host's
     #: memberships and partition leases (a host that stops renewing drops out after 3 of them)
     sync_interval: float = 1.0
 
 
 class ConsumerGroup(Mode):
-    """Events partitioned by correlation id: one workflow's events go, in order, to one consumer.
+    """The stream's partitions spread over the consumers, one owner per partition at a time:
+    one workflow's events (one partition) go, in order, to one consumer (Kafka's consumer
+    groups, KurrentDB's pinned-by-correlation).
 
     Partitions are spread over the consumers by rendezvous hashing, so a join or a leave moves
-    only the partitions it must. Ordering survives a rebalance: a consumer does not take an event
-    of a workflow while another consumer still holds an earlier event of it.
+    only the partitions it must. A partition moves only once its holder settled its events (or
+    their visibility deadline passed, when the store hands them out again): the new owner
+    never takes an event of a workflow while another consumer may still work on an earlier one.
 
     On a store shared by several hosts the members and the partition owners are leases in the
-    store: a consumer takes a partition's events only while it holds the partition's lease, and
-    gives the lease up (to the partition's new owner) once it holds no event of the partition.
-    A host that dies keeps its leases until they expire: a visibility timeout (plus two
-    ``sync_interval``) after its last renewal, when its in-flight events have come back too,
-    so a workflow's events still reach the new owner in order.
+    store: a consumer claims a partition only while it holds the partition's lease, and gives
+    the lease up (to the partition's new owner) once it holds no event of the partition. A host
+    that dies keeps its leases until they expire: a visibility timeout (plus two
+    ``sync_interval``) after its last renewal, when its in-flight events have come back too.
     """
 
     shared = True
+    partitioned = True
 
     def __init__(self, subscription: SubscriptionConfig,
                  options: ConsumerGroupOptions | None = None):
         super().__init__(subscription, options)
         options = options or ConsumerGroupOptions()
-        self.partitions = options.partitions
+        self._partitions_option = options.partitions
         self.sync_interval = options.sync_interval
         self.members: list[str] = []
         self._owner: dict[int, str] = {}
-        # correlation id -> consumer -> (events held, visibility deadline of the latest)
-        self._holders: dict[str, dict[str, tuple[int, float]]] = defaultdict(dict)
-        # shared store: members of every host, partition -> lease holder, partition ->
-        # consumer of this host -> (events held, deadline of the latest)
+        # partition -> consumer of this host -> (claims and events held, latest deadline)
+        self._holds: dict[int, dict[str, tuple[int, float]]] = {}
+        # shared store: members of every host, partition -> lease holder
         self._synced = False
         self._view: list[str] = []
         self._leased: dict[int, str] = {}
         self._lease_until = 0.0
         self._left: set[str] = set()
-        self._held: dict[int, dict[str, tuple[int, float]]] = defaultdict(dict)
-        # consumer of this host -> (claims in progress, partitions they accepted events of):
-        # such a claim may hand those events over any moment, so the partitions stay put
-        self._claiming: dict[str, tuple[int, set[int]]] = {}
+
+    @property
+    def partitions(self) -> int:
+        if self.stream is not None:
+            return self.stream.partitions
+        return self._partitions_option or 1
+
+    def partition_of(self, correlation_id: str) -> int:
+        return partition_of(correlation_id, self.partitions)
 
     def join(self, consumer_id: str) -> None:
         self._left.discard(consumer_id)
@@ -185,21 +210,11 @@ class ConsumerGroup(Mode):
             self._owner.clear()
             if self.shared_store:
                 self._left.add(consumer_id)
-        # forget what consumers that are gone held and whose deadlines passed
-        now = time.monotonic()
-        for correlation_id, holders in list(self._holders.items()):
-            for c in [c for c, (_, deadline) in holders.items()
-                      if deadline <= now and c not in self.members]:
-                del holders[c]
-            if not holders:
-                del self._holders[correlation_id]
+        self._forget_expired(time.monotonic())
 
     @property
     def lingering(self) -> bool:
         return bool(self._left)
-
-    def partition_of(self, correlation_id: str) -> int:
-        return zlib.crc32(correlation_id.encode()) % self.partitions
 
     def _candidates(self) -> list[str]:
         if not self.shared_store:
@@ -216,65 +231,69 @@ class ConsumerGroup(Mode):
                 self._owner[partition] = owner
         return owner
 
-    def accepts(self, consumer_id: str, event: RecordedEvent) -> bool:
-        partition = self.partition_of(event.correlation_id)
-        if self.owner_of(partition) != consumer_id:
-            return False
-        if self.shared_store:
-            now = time.monotonic()
-            if self._leased.get(partition) == consumer_id and now < self._lease_until:
-                claiming = self._claiming.get(consumer_id)
-                if claiming is not None:
-                    claiming[1].add(partition)
-                return True
-            return False
-        holders = self._holders.get(event.correlation_id)
-        if not holders:
-            return True
-        # a holder past its visibility deadline no longer blocks: the store redelivers its
-        # events, and they must be able to reach the new owner
+    def assignment(self, consumer_id: str) -> Assignment:
         now = time.monotonic()
-        return all(c == consumer_id or deadline <= now
-                   for c, (_, deadline) in holders.items())
+        mine: list[int] = []
+        retry_at: float | None = None
+        if self.shared_store:
+            if now >= self._lease_until:
+                return Assignment(mine)  # not renewed lately: another host may take over
+            for partition, holder in self._leased.items():
+                if holder == consumer_id and self.owner_of(partition) == consumer_id:
+                    mine.append(partition)
+            return Assignment(sorted(mine))
+        for partition in range(self.partitions):
+            if self.owner_of(partition) != consumer_id:
+                continue
+            # another consumer still holds events of it (a rebalance): wait until it settled
+            # them or their deadline passed (then the store hands them out again)
+            blocked = [deadline for c, (_, deadline) in self._holds.get(partition, {}).items()
+                       if c != consumer_id and deadline > now]
+            if blocked:
+                until = max(blocked)
+                retry_at = until if retry_at is None else min(retry_at, until)
+            else:
+                mine.append(partition)
+        return Assignment(mine, retry_at)
+
+    def claim_started(self, consumer_id: str, partitions: Sequence[int]) -> None:
+        deadline = time.monotonic() + self.subscription.visibility_timeout
+        for partition in partitions:
+            _hold(self._holds, partition, consumer_id, deadline)
+
+    def claim_ended(self, consumer_id: str, partitions: Sequence[int]) -> bool:
+        wake = False
+        for partition in partitions:
+            wake |= self._unhold(consumer_id, partition)
+        return wake
 
     def delivered(self, consumer_id: str, event: RecordedEvent) -> None:
         deadline = time.monotonic() + self.subscription.visibility_timeout
-        _hold(self._holders, event.correlation_id, consumer_id, deadline)
-        if self.shared_store:
-            _hold(self._held, self.partition_of(event.correlation_id), consumer_id, deadline)
+        _hold(self._holds, event.partition, consumer_id, deadline)
 
     def settled(self, consumer_id: str, event: RecordedEvent) -> bool:
-        if self.shared_store:
-            _unhold(self._held, self.partition_of(event.correlation_id), consumer_id)
-        if not _unhold(self._holders, event.correlation_id, consumer_id):
+        return self._unhold(consumer_id, event.partition)
+
+    def _unhold(self, consumer_id: str, partition: int) -> bool:
+        if not _unhold(self._holds, partition, consumer_id):
             return False
-        # the workflow's last held event: if it moved to another consumer during a rebalance,
-        # it is free for it now (on a shared store, once the lease moves: the engine syncs)
-        return self.owner_of(self.partition_of(event.correlation_id)) != consumer_id
+        # nobody holds the partition now: if it moved to another consumer during a rebalance,
+        # that one may claim it (on a shared store, once the lease moves: the engine syncs)
+        return self.owner_of(partition) != consumer_id
 
-    def claim_started(self, consumer_id: str) -> None:
-        count, partitions = self._claiming.get(consumer_id, (0, set()))
-        self._claiming[consumer_id] = (count + 1, partitions)
-
-    def claim_ended(self, consumer_id: str) -> None:
-        count, partitions = self._claiming.get(consumer_id, (1, set()))
-        if count > 1:
-            self._claiming[consumer_id] = (count - 1, partitions)
-        else:
-            self._claiming.pop(consumer_id, None)
+    def _forget_expired(self, now: float) -> None:
+        for partition, held in list(self._holds.items()):
+            for consumer in [c for c, (_, deadline) in held.items()
+                             if deadline <= now and c not in self.members]:
+                del held[consumer]
+            if not held:
+                del self._holds[partition]
 
     def _held_until(self, consumer_id: str, partition: int, now: float) -> float | None:
         """Until when ``consumer_id`` may hold events of ``partition`` (None: it holds none)."""
-        claiming = self._claiming.get(consumer_id)
-        if claiming is not None and partition in claiming[1]:
-            # accepted by a claim in progress: it may hand the event over any moment
-            return now + self.subscription.visibility_timeout
-        held = self._held.get(partition)
+        held = self._holds.get(partition)
         entry = held.get(consumer_id) if held else None
         return entry[1] if entry is not None and entry[1] > now else None
-
-    def _busy(self, consumer_id: str, partition: int, now: float) -> bool:
-        return self._held_until(consumer_id, partition, now) is not None
 
     async def sync(self, leases: Leases) -> bool:
         started = time.monotonic()
@@ -293,10 +312,10 @@ class ConsumerGroup(Mode):
             table = await leases.update(acquire=acquire, release=release)
             kept = {holder for holder, _ in acquire.values()}
             self._left.difference_update(c for c in release.values() if c not in kept)
-            # take events only while the leases outlive them: an event taken at t is in flight
-            # until t + visibility timeout, and the leases renewed now last until started +
-            # visibility timeout + 2 intervals (the next renewal is due in one interval; the
-            # rest is room for a late renewal and for a claim between its look and its take)
+            # claim only while the leases outlive what is claimed: an event taken at t is in
+            # flight until t + visibility timeout, and the leases renewed now last until
+            # started + visibility timeout + 2 intervals (the next renewal is due in one
+            # interval; the rest is room for a late renewal and for a claim in progress)
             self._lease_until = started + 1.75 * self.sync_interval
             self._apply(table)
             if self._view == view:
@@ -314,11 +333,11 @@ class ConsumerGroup(Mode):
         acquire = self._memberships(member_ttl)
         release = {f"m:{c}": c for c in self._left}
         local = set(self.members)
-        for partition, held in list(self._held.items()):  # forget deadlines that passed
+        for partition, held in list(self._holds.items()):  # forget deadlines that passed
             for consumer in [c for c, (_, deadline) in held.items() if deadline <= now]:
                 del held[consumer]
             if not held:
-                del self._held[partition]
+                del self._holds[partition]
         for partition in range(self.partitions):
             key = f"p:{partition}"
             owner = self.owner_of(partition)
@@ -345,7 +364,7 @@ class ConsumerGroup(Mode):
         self._leased = {int(k[2:]): h for k, h in table.items() if k.startswith("p:")}
 
 
-_Holds = dict  # key -> consumer -> (events held, visibility deadline of the latest)
+_Holds = dict  # key -> consumer -> (count held, visibility deadline of the latest)
 
 
 def _hold(holds: _Holds, key: object, consumer_id: str, deadline: float) -> None:
@@ -355,8 +374,8 @@ def _hold(holds: _Holds, key: object, consumer_id: str, deadline: float) -> None
 
 
 def _unhold(holds: _Holds, key: object, consumer_id: str) -> bool:
-    """One event of ``key`` less held by ``consumer_id``. True when that was the last event of
-    ``key`` anyone held."""
+    """One hold of ``key`` less for ``consumer_id``. True when that was the last hold of
+    ``key`` anyone had."""
     held = holds.get(key)
     if not held or consumer_id not in held:
         return False

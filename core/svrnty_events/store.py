@@ -6,9 +6,20 @@ persistent or distributed store keeps pending and in-flight state across restart
 
 Delivery state is kept per *delivery group* of a subscription. A group is a cursor over the
 stream plus the set of events that are in flight, waiting for redelivery or dead-lettered.
-Modes decide the groups: ``exclusive`` and ``consumer_group`` share one group (named ``""``)
-among all consumers; ``broadcast`` and ``read_receipt`` give each consumer its own group (named
-after the consumer). The store never needs to know which mode is in use.
+Modes decide the groups: ``exclusive`` shares one group (named ``""``) among all consumers;
+``consumer_group`` has one group per partition of the stream (:func:`partition_group`), each
+claimed by one consumer at a time; ``broadcast`` and ``read_receipt`` give each consumer its
+own group (named after the consumer). The store never needs to know which mode is in use.
+
+What a group holds is fixed by the :class:`ClaimFilter` its claims pass (event types, one
+correlation id, one partition): plain data, which a store may push into its query. The store
+implements primitives; attempt limits, dead-lettering, hand-over and the modes' bookkeeping
+live once, in the engine (``svrnty_events.subscriptions``).
+
+Partitions belong to the stream (``StreamConfig.partitions``, default 1): an event's partition
+is fixed when it is appended, by :func:`~svrnty_events.events.partition_of` over its
+correlation id, and recorded in ``RecordedEvent.partition``. A claim for a partition reads only
+that partition's events (an index or a key per partition, never a scan past other partitions).
 
 Times are wall-clock seconds (``time.time()``) so that deadlines survive restarts and are
 comparable across hosts. Every method may raise :class:`~svrnty_events.errors.StoreUnavailableError`
@@ -19,29 +30,55 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import enum
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import ClassVar
 
 import msgspec
 
 from .config import StreamConfig, SubscriptionConfig
+from .errors import ConfigError
 from .events import RecordedEvent
 
 SHARED_GROUP = ""
 
 
-class Selection(enum.IntEnum):
-    """What a claim does with a candidate event, as decided by the engine's selector."""
+def partition_group(partition: int) -> str:
+    """The delivery group of one partition in a partitioned mode (``consumer_group``):
+    partition 0 is the shared group ``""`` (so a stream of one partition behaves, and is
+    stored, as an unpartitioned shared group), partition ``p`` is ``"#p"``."""
+    return SHARED_GROUP if partition == 0 else f"#{partition}"
 
-    DELIVER = 0  # hand it to this consumer
-    SKIP = 1     # not for this consumer: leave it available for others in the group
-    DROP = 2     # filtered out for this group: settle it without delivering
+
+def processed_key(group: str, event_id: str) -> str:
+    """The key of an event's processed mark (``Delivery.process_once``, ``ack_processed``):
+    marks are kept per delivery group, so each broadcast consumer (a group of its own) applies
+    its own effect once. The shared group ``""`` keeps the plain event id."""
+    return event_id if not group else f"{event_id}@{group}"
 
 
-Selector = Callable[[RecordedEvent], Selection]
+class ClaimFilter(msgspec.Struct, frozen=True, gc=False):
+    """Which events of the stream belong to a delivery group. Every claim of a group passes
+    the same filter; events that do not match are settled for the group without delivery
+    (the cursor passes them). Every field is optional; all given ones must match."""
+
+    #: only events of these types
+    event_types: frozenset[str] | None = None
+    #: only events of this correlation id (a consumer scoped to one workflow)
+    correlation_id: str | None = None
+    #: only events of this partition of the stream (read through a per-partition index)
+    partition: int | None = None
+
+    def matches(self, event: RecordedEvent) -> bool:
+        return ((self.event_types is None or event.type in self.event_types)
+                and (self.correlation_id is None or event.correlation_id == self.correlation_id)
+                and (self.partition is None or event.partition == self.partition))
+
+    @property
+    def empty(self) -> bool:
+        return self.event_types is None and self.correlation_id is None and \
+            self.partition is None
 
 
 class Capabilities(msgspec.Struct, frozen=True):
@@ -212,14 +249,14 @@ class EventStore(abc.ABC):
 
     @abc.abstractmethod
     async def claim(self, subscription: str, group: str, consumer_id: str, *, max_count: int,
-                    visibility_timeout: float, selector: Selector | None = None) -> ClaimResult:
+                    visibility_timeout: float, filter: ClaimFilter | None = None) -> ClaimResult:
         """Hand up to ``max_count`` events to ``consumer_id``, each in flight until
-        ``now + visibility_timeout``.
+        ``now + visibility_timeout``, in one atomic step.
 
         Candidates in sequence order: events waiting for redelivery (released, nacked and due,
-        in flight past their deadline) and then new events past the group's cursor. ``selector``
-        decides per candidate (deliver / skip / drop). Each claimed event's attempt is one more
-        than its previous deliveries.
+        in flight past their deadline) and then new events past the group's cursor, only those
+        ``filter`` matches (the others are settled for the group). Each claimed event's attempt
+        is one more than its previous hand-overs (releases with ``unseen`` do not count).
         """
 
     @abc.abstractmethod
@@ -234,12 +271,14 @@ class EventStore(abc.ABC):
 
     @abc.abstractmethod
     async def release(self, subscription: str, group: str, consumer_id: str, *,
+                      event_ids: Sequence[str] | None = None,
                       unseen: Sequence[str] = ()) -> int:
-        """Return every event held by ``consumer_id`` for redelivery now. Returns how many.
+        """Return events held by ``consumer_id`` (all of them, or only ``event_ids``) for
+        redelivery now. Returns how many.
 
         ``unseen``: ids among them that were claimed but never handed to the consumer's code
-        (prefetched): their hand-over does not count as a delivery attempt, so releasing them
-        again and again cannot dead-letter an event no code has seen."""
+        (a cancelled claim, a prefetch): their claim does not count as a delivery attempt, so
+        releasing them again and again cannot dead-letter an event no code has seen."""
 
     @abc.abstractmethod
     async def wait_for_change(self, subscription: str, group: str, version: int,
@@ -292,11 +331,12 @@ class EventStore(abc.ABC):
 
     async def ack_processed(self, subscription: str, group: str, consumer_id: str,
                             event_id: str) -> bool:
-        """Record ``event_id`` as processed and ack it (the last step of
-        ``Delivery.process_once``). The mark is recorded even when the consumer no longer holds
-        the event: the effect was applied. Returns whether the ack settled a held event.
-        A transactional store overrides this to do both in one transaction."""
-        await self.mark_processed(subscription, event_id)
+        """Record ``event_id`` as processed in ``group`` (the mark's key is
+        :func:`processed_key`) and ack it (the last step of ``Delivery.process_once``). The
+        mark is recorded even when the consumer no longer holds the event: the effect was
+        applied. Returns whether the ack settled a held event. A transactional store
+        overrides this to do both in one transaction."""
+        await self.mark_processed(subscription, processed_key(group, event_id))
         return not await self.ack(subscription, group, consumer_id, [event_id])
 
     @abc.abstractmethod
@@ -334,3 +374,16 @@ class EventStore(abc.ABC):
         for key in [k for k, (_, until) in table.items() if until <= now]:
             del table[key]
         return {key: holder for key, (holder, _) in table.items()}
+
+
+def check_partitions(stream: str, stored: int, wanted: int, *, has_events: bool) -> None:
+    """What a store calls in ``create_stream`` when a stream it already has is configured with
+    another number of partitions: refused once the stream holds events (their partitions were
+    fixed on append; changing the count would move workflows between partitions and break
+    their order), allowed while it is empty."""
+    if stored != wanted and has_events:
+        raise ConfigError(
+            f"streams.{stream}.partitions",
+            f"the store keeps stream \"{stream}\" with {stored} partition(s) and it holds "
+            f"events, whose partitions were fixed when they were appended; set partitions = "
+            f"{stored} again, or start a new stream (or a new store) for {wanted}")

@@ -7,6 +7,9 @@ import re
 import uuid
 from typing import Any, ClassVar
 
+from .errors import InvalidEventError
+from .events import Event
+
 
 class Workflow:
     """Base class of workflows.
@@ -18,6 +21,8 @@ class Workflow:
 
     #: stream the workflow's events go to (set by ``EventStreaming.add_stream``)
     stream: ClassVar[str | None] = None
+    #: the command handler running in this workflow, named in emit() errors (set by the host)
+    _handler: str | None = None
 
     def __init__(self, id: str | None = None, *, is_new: bool = True, version: int = 0) -> None:
         self.id = id or str(uuid.uuid4())
@@ -25,9 +30,12 @@ class Workflow:
         self.version = version
         self._pending: list[tuple[Any, dict[str, str] | None]] = []
 
-    def emit(self, event: Any, *, headers: dict[str, str] | None = None) -> None:
-        """Record an event (a msgspec Struct, usually a subclass of Event) to append when the
-        handler returns successfully."""
+    def emit(self, event: Event, *, headers: dict[str, str] | None = None) -> None:
+        """Record an event (an instance of an Event subclass) to append when the handler
+        returns successfully. Raises InvalidEventError (a TypeError) naming the handler and the
+        value for anything else, so the handler fails and nothing is appended."""
+        if not isinstance(event, Event):
+            raise InvalidEventError(self._handler, event)
         self._pending.append((event, headers))
 
     @property

@@ -25,7 +25,7 @@ from svrnty_events_memory import MemoryStore
 import svrnty_events_grpc.plugin
 from svrnty_events import Event, EventStreaming
 from svrnty_events.events import event_type_name, record
-from svrnty_events.store import ClaimResult, Selector
+from svrnty_events.store import ClaimFilter, ClaimResult
 from svrnty_events.testing import self_signed_certificate, within
 
 from ..support import store_plugin, subprocess_env
@@ -72,9 +72,9 @@ class LedgerStore(MemoryStore):
         await super().ensure_group(subscription, group, start=start)
 
     async def claim(self, subscription: str, group: str, consumer_id: str, *, max_count: int,
-                    visibility_timeout: float, selector: Selector | None = None) -> ClaimResult:
+                    visibility_timeout: float, filter: ClaimFilter | None = None) -> ClaimResult:
         result = await super().claim(subscription, group, consumer_id, max_count=max_count,
-                                     visibility_timeout=visibility_timeout, selector=selector)
+                                     visibility_timeout=visibility_timeout, filter=filter)
         for c in result.claimed:
             self.claims[c.event.id].append((consumer_id, c.attempt))
         return result

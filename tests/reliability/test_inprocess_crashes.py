@@ -15,7 +15,7 @@ from svrnty_events.events import record
 from svrnty_events.testing import within
 
 
-class Job(Event):
+class CrashJob(Event):
     n: int
 
 
@@ -34,7 +34,7 @@ async def test_random_consumer_crashes_lose_nothing():
     crashes = 0
     async with streaming.run() as host:
         for i in range(0, TOTAL, 1000):
-            await host.publish("jobs", [record(Job(n=j), stream="jobs", correlation_id=f"w{j % 97}")
+            await host.publish("jobs", [record(CrashJob(n=j), stream="jobs", correlation_id=f"w{j % 97}")
                                         for j in range(i, i + 1000)], external=False)
 
         async def worker(name: str) -> None:

@@ -12,7 +12,7 @@ fixture naming the store and its options::
             return "mystore", {"path": str(tmp_path / "events.db")}
 """
 
-from .conformance import StoreConformance
+from .conformance import EngineSemantics, StoreConformance, StorePrimitives
 from .helpers import collect, self_signed_certificate, within
 
-__all__ = ["StoreConformance", "collect", "self_signed_certificate", "within"]
+__all__ = ["EngineSemantics", "StoreConformance", "StorePrimitives", "collect", "self_signed_certificate", "within"]

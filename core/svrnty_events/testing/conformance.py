@@ -1,6 +1,8 @@
-"""The store conformance suite: every store primitive and every delivery semantic, run against
-any store plugin through the plugin registry. Subclass :class:`StoreConformance` and override
-the ``event_store_config`` fixture (see the package docstring)."""
+"""The store conformance suite, in two layers (as eventsourcing's recorder tests): the store
+primitives (:class:`StorePrimitives`: append, read, claim with filters and partitions, ack,
+nack, release, dead letters, receipts, leases), then every delivery semantic run through the
+engine on that store (:class:`EngineSemantics`). :class:`StoreConformance` is both: subclass it
+and override the ``event_store_config`` fixture (see the package docstring)."""
 
 from __future__ import annotations
 
@@ -17,11 +19,11 @@ import pytest
 
 from ..config import DeliverySemantics, StreamType
 from ..errors import ConcurrencyError, UnknownDeliveryError
-from ..events import Event, RecordedEvent, record, utcnow
+from ..events import Event, RecordedEvent, partition_of, record, utcnow
 from ..host import EventStreaming
 from ..hookspecs import hookimpl
-from ..modes import Mode
-from ..store import Selection
+from ..modes import Assignment, Mode
+from ..store import ClaimFilter, partition_group
 from ..subscriptions import Delivery
 from .helpers import collect, within
 
@@ -45,9 +47,11 @@ def ticks(stream: str, count: int, *, correlation_id: str = "wf-1", start: int =
 
 
 class LastConsumerMode(Mode):
-    """A third-party mode for the suite: every event goes to the consumer that joined last."""
+    """A third-party mode for the suite: every event goes to the consumer that joined last (it
+    is given every partition; the others none)."""
 
     shared = True
+    partitioned = True
 
     def __init__(self, subscription: Any, options: Any = None) -> None:
         super().__init__(subscription, options)
@@ -59,8 +63,10 @@ class LastConsumerMode(Mode):
     def leave(self, consumer_id: str) -> None:
         self.members.remove(consumer_id)
 
-    def accepts(self, consumer_id: str, event: RecordedEvent) -> bool:
-        return bool(self.members) and self.members[-1] == consumer_id
+    def assignment(self, consumer_id: str) -> Assignment:
+        if self.members and self.members[-1] == consumer_id:
+            return Assignment(range(self.stream.partitions))
+        return Assignment(())
 
 
 class LastConsumerPlugin:
@@ -70,8 +76,8 @@ class LastConsumerPlugin:
 
 
 @pytest.mark.asyncio
-class StoreConformance:
-    """Run against the store named by the ``event_store_config`` fixture."""
+class _Kit:
+    """What both layers share: ``make`` builds an EventStreaming on the store under test."""
 
     #: set True in a store whose release cannot give back the attempt of a prefetched event
     #: that was never handed over (its delivery counter only grows)
@@ -94,7 +100,10 @@ class StoreConformance:
 
         return make
 
-    # --- store primitives ---------------------------------------------------------------------
+
+
+class StorePrimitives(_Kit):
+    """Layer 1: the store's primitives, called directly."""
 
     async def test_append_assigns_sequences_and_read_replays(self, make):
         async with make().run() as host:
@@ -205,23 +214,92 @@ class StoreConformance:
             assert [(c.event.sequence, c.attempt) for c in got.claimed] == [(0, 2), (1, 2),
                                                                              (2, 2)]
 
-    async def test_selector_skip_leaves_and_drop_settles(self, make):
+    async def test_claim_filters_settle_what_does_not_belong_to_the_group(self, make):
+        async with make().run() as host:
+            store = host.store
+            await store.ensure_group("sub", "types")
+            await store.ensure_group("sub", "wf")
+            await host.publish("s", [*ticks("s", 2), *ticks("s", 2, type=ConformanceOther),
+                                     *ticks("s", 2, correlation_id="wf-2", start=2)],
+                               external=False)
+            only_ticks = ClaimFilter(event_types=frozenset({"ConformanceTick"}))
+            got = await store.claim("sub", "types", "a", max_count=10, visibility_timeout=60,
+                                    filter=only_ticks)
+            assert [(c.event.type, c.event.decode().n) for c in got.claimed] == [
+                ("ConformanceTick", 0), ("ConformanceTick", 1), ("ConformanceTick", 2),
+                ("ConformanceTick", 3)]
+            wf2 = ClaimFilter(correlation_id="wf-2")
+            got = await store.claim("sub", "wf", "b", max_count=1, visibility_timeout=60,
+                                    filter=wf2)
+            assert [c.event.decode().n for c in got.claimed] == [2]
+            got = await store.claim("sub", "wf", "b", max_count=10, visibility_timeout=60,
+                                    filter=wf2)
+            assert [c.event.decode().n for c in got.claimed] == [3]
+            # what the filters passed is settled for those groups: nothing comes back
+            for group, f in (("types", only_ticks), ("wf", wf2)):
+                assert await store.release("sub", group, "a") + \
+                    await store.release("sub", group, "b") == (4 if group == "types" else 2)
+            again = await store.claim("sub", "types", "c", max_count=10, visibility_timeout=60,
+                                      filter=only_ticks)
+            assert len(again.claimed) == 4  # the released ticks, and nothing else
+            await host.publish("s", ticks("s", 1, type=ConformanceOther, start=9),
+                               external=False)
+            assert (await store.claim("sub", "types", "c", max_count=10, visibility_timeout=60,
+                                      filter=only_ticks)).claimed == []
+
+    async def test_partitions_are_fixed_on_append_and_claimed_apart(self, make):
+        async with make(partitions=4).run() as host:
+            store = host.store
+            workflows = [f"wf-{i}" for i in range(12)]
+            for n in range(3):
+                await host.publish("s", [record(ConformanceTick(n=n), stream="s",
+                                                correlation_id=wf) for wf in workflows],
+                                   external=False)
+            events = await store.read("s")
+            assert len(events) == 36
+            assert all(e.partition == partition_of(e.correlation_id, 4) for e in events)
+            assert {e.partition for e in events} == {0, 1, 2, 3}
+            for p in range(4):
+                group = partition_group(p)
+                await store.ensure_group("sub", group)
+                got: list[RecordedEvent] = []
+                while True:
+                    batch = await store.claim("sub", group, "c", max_count=5,
+                                              visibility_timeout=60,
+                                              filter=ClaimFilter(partition=p))
+                    if not batch.claimed:
+                        break
+                    got += [c.event for c in batch.claimed]
+                expected = [e for e in events if e.partition == p]
+                assert [e.id for e in got] == [e.id for e in expected], p
+                assert all(c.partition == p for c in got)
+
+    async def test_partition_count_of_a_stream_with_events_cannot_change(self, make):
+        from ..config import StreamConfig
+        from ..errors import ConfigError
+
+        async with make(partitions=2).run() as host:
+            store = host.store
+            await store.create_stream(StreamConfig(name="empty", partitions=2))
+            await store.create_stream(StreamConfig(name="empty", partitions=8))  # empty: fine
+            await host.publish("s", ticks("s", 1), external=False)
+            with pytest.raises(ConfigError, match=r"streams\.s\.partitions: .*2 partition"):
+                await store.create_stream(StreamConfig(name="s", type=StreamType.PERSISTENT,
+                                                       partitions=3))
+
+    async def test_release_of_some_events_unseen_gives_their_attempt_back(self, make):
         async with make().run() as host:
             store = host.store
             await store.ensure_group("sub", "g")
-            await host.publish("s", ticks("s", 6), external=False)
-
-            def odd_only(e: RecordedEvent) -> Selection:
-                n = e.decode().n
-                if n == 0:
-                    return Selection.DROP
-                return Selection.DELIVER if n % 2 else Selection.SKIP
-
-            got = await store.claim("sub", "g", "a", max_count=10, visibility_timeout=60,
-                                    selector=odd_only)
-            assert [c.event.decode().n for c in got.claimed] == [1, 3, 5]
-            rest = await store.claim("sub", "g", "b", max_count=10, visibility_timeout=60)
-            assert [c.event.decode().n for c in rest.claimed] == [2, 4]  # 0 was dropped
+            await host.publish("s", ticks("s", 3), external=False)
+            got = await store.claim("sub", "g", "c1", max_count=3, visibility_timeout=60)
+            ids = [c.event.id for c in got.claimed]
+            assert await store.release("sub", "g", "c1", event_ids=ids[1:], unseen=ids[1:]) == 2
+            assert await store.release("sub", "g", "other", event_ids=ids[:1]) == 0
+            again = await store.claim("sub", "g", "c2", max_count=3, visibility_timeout=60)
+            assert [(c.event.id, c.attempt) for c in again.claimed] == [(ids[1], 1),
+                                                                         (ids[2], 1)]
+            assert await store.ack("sub", "g", "c1", ids[:1]) == []  # c1 still held the first
 
     async def test_dead_letters_list_replay_purge(self, make):
         async with make().run() as host:
@@ -311,6 +389,11 @@ class StoreConformance:
             await host.publish("s", ticks("s", 1100, start=3000), external=False)
             assert (await host.stream_info("s")).first_sequence >= 3000
 
+
+
+class EngineSemantics(_Kit):
+    """Layer 2: every delivery semantic, through the engine, on the store under test."""
+
     # --- modes --------------------------------------------------------------------------------
 
     async def test_broadcast_every_consumer_gets_every_event(self, make):
@@ -354,8 +437,8 @@ class StoreConformance:
             assert len(per_consumer) == 4  # the work was shared
 
     async def test_consumer_group_keeps_workflow_order_across_rebalance(self, make):
-        streaming = make(subscriptions={"sub": {"mode": "consumer_group", "window": 5,
-                                                "options": {"partitions": 16}}})
+        streaming = make(subscriptions={"sub": {"mode": "consumer_group", "window": 5}},
+                         partitions=16)
         async with streaming.run() as host:
             workflows = [f"wf-{i}" for i in range(20)]
             per_workflow = 30
@@ -395,7 +478,7 @@ class StoreConformance:
 
     async def test_consumer_group_redelivers_a_stalled_holders_event_to_the_new_owner(self, make):
         streaming = make(subscriptions={"sub": {"mode": "consumer_group", "window": 1,
-                                                "visibility_timeout": 0.2}})
+                                                "visibility_timeout": 0.2}}, partitions=64)
         async with streaming.run() as host:
             mode = host.engine.runtime("sub").mode
             stalled = await host.open_consumer("sub", "c0")
@@ -739,3 +822,134 @@ class StoreConformance:
             [fresh] = await collect(survivor, 1, ack=False)
             assert await fresh.process_once(effect) is True
             assert effects == [0, 1]
+
+    # --- the claim path under cancellation and rebalancing ---------------------------------------
+
+    async def test_next_with_tiny_timeouts_receives_every_event_once_in_order(self, make):
+        """A ``next(timeout=0.001..0.003)`` loop against a steady producer: every event once,
+        in order, at attempt 1 (a timed-out wait loses nothing it claimed)."""
+        streaming = make(subscriptions={"sub": {"mode": "consumer_group"}}, partitions=4)
+        total = 1000
+        rng = random.Random(11)
+        async with streaming.run() as host:
+            async def produce() -> None:
+                for i in range(0, total, 50):
+                    await host.publish("s", [record(ConformanceTick(n=n), stream="s",
+                                                    correlation_id=f"wf-{n % 20}")
+                                             for n in range(i, i + 50)], external=False)
+                    await asyncio.sleep(0.002)
+
+            producer = asyncio.ensure_future(produce())
+            seen: list[tuple[str, int, int]] = []
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 60
+            async with host.subscribe("sub", "c") as deliveries:
+                while len(seen) < total and loop.time() < deadline:
+                    d = await deliveries.next(timeout=rng.uniform(0.001, 0.003))
+                    if d is not None:
+                        seen.append((d.correlation_id, d.event.n, d.attempt))
+            await within(producer)
+            assert len(seen) == total
+            assert sorted(n for _, n, _ in seen) == list(range(total))  # each once
+            assert {a for _, _, a in seen} == {1}
+            for wf in {w for w, _, _ in seen}:
+                ns = [n for w, n, _ in seen if w == wf]
+                assert ns == sorted(ns), wf
+            assert await host.dead_letters("sub") == []
+
+    async def test_a_thousand_random_cancellations_lose_nothing_and_count_no_unseen_attempt(
+            self, make):
+        # an event whose loop body is cancelled was seen by code: that attempt counts, so the
+        # limit is far above what 1,000 cancellations can use up on one event
+        streaming = make(subscriptions={"sub": {"mode": "exclusive", "visibility_timeout": 30,
+                                                "window": 20, "max_delivery_attempts": 50}})
+        rng = random.Random(5)
+        total = 5000
+        async with streaming.run() as host:
+            await host.publish("s", ticks("s", total), external=False)
+            attempts: dict[int, list[int]] = defaultdict(list)  # what code saw, per event
+            acked: set[int] = set()
+            for generation in range(1000):
+                async def consume(gen: int) -> None:
+                    async with host.subscribe("sub", f"c{gen}", auto_ack=False) as deliveries:
+                        async for d in deliveries:
+                            attempts[d.event.n].append(d.attempt)
+                            await asyncio.sleep(0)  # the loop body's work: a cancel may land
+                            await d.ack()
+                            acked.add(d.event.n)
+
+                task = asyncio.ensure_future(consume(generation))
+                for _ in range(rng.randrange(0, 16)):  # cancel at a random await
+                    await asyncio.sleep(0)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await within(task, 30)
+            assert 0 < len(acked) < total  # the cancelled consumers did work, and left some
+            async with host.subscribe("sub", "final", auto_ack=False) as deliveries:
+                while len(acked) < total:
+                    d = await deliveries.next(timeout=10)
+                    assert d is not None, (f"{total - len(acked)} events never came back; "
+                                           f"dead letters: {await host.dead_letters('sub')}")
+                    attempts[d.event.n].append(d.attempt)
+                    await d.ack()
+                    acked.add(d.event.n)
+            assert acked == set(range(total))
+            assert await host.dead_letters("sub") == []
+            # an attempt counts a hand-over to code: the attempts code saw of each event are
+            # 1, 2, ... with none missing (a cancel after the ack may show one twice)
+            for n, seen in attempts.items():
+                assert sorted(set(seen)) == list(range(1, max(seen) + 1)), (n, seen)
+            probe = await host.store.claim("sub", "", "probe", max_count=1,
+                                           visibility_timeout=1)
+            assert probe.claimed == []  # nothing left un-acked
+
+    async def test_consumer_group_order_with_consumers_joining_and_leaving(self, make):
+        """4 consumers join and leave mid-stream: every workflow's events in order, each
+        processed once or redelivered only after the holder that left released it."""
+        streaming = make(subscriptions={"sub": {"mode": "consumer_group", "window": 10}},
+                         partitions=8)
+        workflows = [f"wf-{i}" for i in range(40)]
+        per_workflow = 25
+        total = len(workflows) * per_workflow
+        async with streaming.run() as host:
+            acked: dict[str, list[int]] = defaultdict(list)
+            taken_by: dict[str, set[str]] = defaultdict(set)
+            stop = asyncio.Event()
+
+            async def consumer(cid: str, budget: int) -> None:
+                async with host.subscribe("sub", cid, auto_ack=False) as deliveries:
+                    while budget > 0 and not stop.is_set():
+                        d = await deliveries.next(timeout=0.05)
+                        if d is None:
+                            continue
+                        taken_by[d.correlation_id].add(cid)
+                        acked[d.correlation_id].append(d.event.n)
+                        await d.ack()
+                        budget -= 1
+                        if len(sum(acked.values(), [])) >= total:
+                            stop.set()
+
+            async def produce() -> None:
+                for n in range(per_workflow):
+                    await host.publish("s", [record(ConformanceTick(n=n), stream="s",
+                                                    correlation_id=wf) for wf in workflows],
+                                       external=False)
+                    await asyncio.sleep(0.005)
+
+            producer = asyncio.ensure_future(produce())
+            # two stay to the end; two join later and leave after a while (budgets)
+            stayers = [asyncio.ensure_future(consumer(f"stay{i}", total)) for i in range(2)]
+            await asyncio.sleep(0.02)
+            leavers = [asyncio.ensure_future(consumer(f"leave{i}", 60)) for i in range(2)]
+            await within(producer, 60)
+            await within(asyncio.gather(*leavers), 60)
+            await within(stop.wait(), 60)
+            await within(asyncio.gather(*stayers), 30)
+            for wf in workflows:
+                assert acked[wf] == list(range(per_workflow)), (wf, acked[wf])
+            assert any(len(c) > 1 for c in taken_by.values())  # partitions moved
+            assert await host.dead_letters("sub") == []
+
+
+class StoreConformance(StorePrimitives, EngineSemantics):
+    """Both layers, run against the store named by the ``event_store_config`` fixture."""

@@ -14,12 +14,12 @@ from svrnty_events.testing import within
 EXAMPLE = Path(__file__).resolve().parents[1] / "example.toml"
 
 
-class OrderPlaced(Event):
+class JsonlOrderPlaced(Event):
     order_id: int
 
 
 def orders(count: int) -> list:
-    return [record(OrderPlaced(order_id=n), stream="orders", correlation_id="wf-1")
+    return [record(JsonlOrderPlaced(order_id=n), stream="orders", correlation_id="wf-1")
             for n in range(count)]
 
 

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 from webhook_support import (
     SECRET,
-    OrderPlaced,
+    WebhookOrderPlaced,
     OrderWorkflow,
     Receiver,
     Reply,
@@ -73,13 +73,13 @@ async def test_each_event_is_posted_as_signed_json_and_acked(receiver: Receiver)
             verify(SECRET, request.body + b" ", request.headers[SIGNATURE_HEADER])
         body = msgspec.json.decode(request.body, type=WebhookEvent)
         assert (body.id, body.type, body.correlation_id, body.stream, body.subscription) == (
-            event.id, "OrderPlaced", "wf-1", "orders", "billing")
+            event.id, "WebhookOrderPlaced", "wf-1", "orders", "billing")
         assert (body.sequence, body.attempt) == (event.sequence, 1)
         assert body.timestamp == event.timestamp
         assert body.data == msgspec.json.decode(event.data)
         assert request.headers["Content-Type"] == "application/json"
         assert request.headers[EVENT_ID_HEADER] == event.id
-        assert request.headers[EVENT_TYPE_HEADER] == "OrderPlaced"
+        assert request.headers[EVENT_TYPE_HEADER] == "WebhookOrderPlaced"
         assert request.headers[ATTEMPT_HEADER] == "1"
         assert request.headers[SUBSCRIPTION_HEADER] == "billing"
         assert request.headers["User-Agent"].startswith("svrnty-events-webhook/")
@@ -93,7 +93,7 @@ async def test_events_of_a_command_carry_the_workflow_id(receiver: Receiver) -> 
 
     @streaming.command_handler(PlaceOrder, workflow=OrderWorkflow)
     async def place(command: PlaceOrder, workflow: OrderWorkflow) -> None:
-        workflow.emit(OrderPlaced(order_id=command.order_id, total=9.5))
+        workflow.emit(WebhookOrderPlaced(order_id=command.order_id, total=9.5))
 
     async with streaming.run() as host:
         result = await host.send(PlaceOrder(order_id=7))

@@ -21,7 +21,7 @@ SECRET = "whsec_test_0123456789abcdef"
 TIMEOUT = 10.0
 
 
-class OrderPlaced(Event):
+class WebhookOrderPlaced(Event):
     order_id: int
     total: float
 
@@ -31,7 +31,7 @@ class OrderWorkflow(Workflow):
 
 
 def orders(count: int, *, start: int = 0, correlation_id: str = "wf-1") -> list[Any]:
-    return [record(OrderPlaced(order_id=n, total=n * 1.5), stream="orders",
+    return [record(WebhookOrderPlaced(order_id=n, total=n * 1.5), stream="orders",
                    correlation_id=correlation_id) for n in range(start, start + count)]
 
 

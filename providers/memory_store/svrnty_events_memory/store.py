@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import time
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -18,21 +19,19 @@ import msgspec
 
 from svrnty_events.config import StreamConfig, StreamType, SubscriptionConfig
 from svrnty_events.errors import ConcurrencyError, UnknownStreamError, UnknownSubscriptionError
-from svrnty_events.events import RecordedEvent, utcnow
+from svrnty_events.events import RecordedEvent, partition_of, utcnow
 from svrnty_events.store import (
     Capabilities,
     ChangeNotifier,
+    ClaimFilter,
     Claimed,
     ClaimResult,
     DeadLetter,
     EventStore,
     Receipt,
-    Selection,
-    Selector,
     StreamInfo,
+    check_partitions,
 )
-
-_DELIVER, _SKIP, _DROP = Selection.DELIVER, Selection.SKIP, Selection.DROP
 
 
 class MemoryStoreOptions(msgspec.Struct, forbid_unknown_fields=True):
@@ -50,6 +49,9 @@ class _Stream:
         self.versions: dict[str, int] = {}
         self.notifier = ChangeNotifier()
         self.subscriptions: list[_Subscription] = []
+        #: sequences of each partition's events, oldest first (partitioned streams only)
+        self.parts: list[list[int]] | None = \
+            [[] for _ in range(config.partitions)] if config.partitions > 1 else None
 
     @property
     def next_sequence(self) -> int:
@@ -70,6 +72,10 @@ class _Stream:
             self.ids.pop(e.id, None)
         del self.events[:k]
         self.base += k
+        if self.parts is not None:
+            for part in self.parts:
+                if part and part[0] < self.base:
+                    del part[:bisect_left(part, self.base)]
 
 
 class _InFlight:
@@ -148,8 +154,13 @@ class MemoryStore(EventStore):
         stream = self._streams.get(config.name)
         if stream is None:
             self._streams[config.name] = _Stream(config)
-        else:
-            stream.config = config
+            return
+        stored = stream.config.partitions
+        check_partitions(config.name, stored, config.partitions, has_events=bool(stream.ids))
+        stream.config = config
+        if stored != config.partitions:
+            stream.parts = [[] for _ in range(config.partitions)] \
+                if config.partitions > 1 else None
 
     async def append(self, stream: str, events: Sequence[RecordedEvent], *,
                      expected_version: int | None = None) -> list[RecordedEvent]:
@@ -166,6 +177,7 @@ class MemoryStore(EventStore):
         batch_ids: dict[str, RecordedEvent] = {}
         ids, versions, log = s.ids, s.versions, s.events
         replace = msgspec.structs.replace
+        partitions = s.config.partitions
         for e in events:
             existing = ids.get(e.id)
             if existing is not None:
@@ -174,15 +186,19 @@ class MemoryStore(EventStore):
             if e.id in batch_ids:
                 out.append(batch_ids[e.id])
                 continue
-            r = replace(e, sequence=seq, stream=stream)
+            r = replace(e, sequence=seq, stream=stream,
+                        partition=partition_of(e.correlation_id, partitions))
             batch_ids[e.id] = r
             out.append(r)
             seq += 1
         # all checks passed: commit the batch at once
+        parts = s.parts
         for r in batch_ids.values():
             ids[r.id] = r.sequence
             versions[r.correlation_id] = versions.get(r.correlation_id, 0) + 1
             log.append(r)
+            if parts is not None:
+                parts[r.partition].append(r.sequence)
         if batch_ids:
             self._apply_retention(s)
             s.notifier.bump()
@@ -279,67 +295,66 @@ class MemoryStore(EventStore):
         return sub, g
 
     async def claim(self, subscription: str, group: str, consumer_id: str, *, max_count: int,
-                    visibility_timeout: float, selector: Selector | None = None) -> ClaimResult:
+                    visibility_timeout: float, filter: ClaimFilter | None = None) -> ClaimResult:
         sub, g = self._group(subscription, group)
         s = sub.stream
         now = time.time()
         self._expire(g, now)
         claimed: list[Claimed] = []
         deadline = now + visibility_timeout
-        heappush, heappop = heapq.heappush, heapq.heappop
         attempts, inflight, reasons = g.attempts, g.inflight, g.reasons
         ids: list[str] = []
 
         def take(seq: int, e: RecordedEvent) -> None:
-            attempt = attempts.pop(seq, 0) + 1
+            attempt = attempts.pop(seq, 0) + 1 if attempts else 1
             inflight[e.id] = _InFlight(seq, consumer_id, deadline, attempt)
             ids.append(e.id)
-            claimed.append(Claimed(e, attempt, reasons.get(seq)))
+            claimed.append(Claimed(e, attempt, reasons.get(seq) if reasons else None))
 
-        # 1. events waiting for redelivery, oldest first
-        if g.available:
-            skipped: list[int] = []
-            while g.available and len(claimed) < max_count:
-                seq = heappop(g.available)
-                e = s.get(seq)
-                if e is None:  # trimmed by retention meanwhile
-                    self._forget(g, seq)
-                    continue
-                verdict = selector(e) if selector is not None else _DELIVER
-                if verdict is _DELIVER:
-                    take(seq, e)
-                elif verdict is _SKIP:
-                    skipped.append(seq)
-                else:
-                    self._forget(g, seq)
-            for seq in skipped:
-                heappush(g.available, seq)
+        # 1. events waiting for redelivery, oldest first (they passed the filter before)
+        available = g.available
+        while available and len(claimed) < max_count:
+            seq = heapq.heappop(available)
+            e = s.get(seq)
+            if e is None:  # trimmed by retention meanwhile
+                self._forget(g, seq)
+            else:
+                take(seq, e)
         # 2. new events past the cursor
         if g.cursor < s.base:
             g.cursor = s.base
+        room = max_count - len(claimed)
         end = s.next_sequence
-        if selector is None:
-            stop = min(end, g.cursor + max_count - len(claimed))
+        if room > 0 and g.cursor < end:
             base, events = s.base, s.events
-            for seq in range(g.cursor, stop):
-                e = events[seq - base]
-                inflight[e.id] = _InFlight(seq, consumer_id, deadline, 1)
-                ids.append(e.id)
-                claimed.append(Claimed(e, 1))
-            g.cursor = max(g.cursor, stop)
-        else:
-            while g.cursor < end and len(claimed) < max_count:
+            if filter is None or filter.empty:
+                stop = min(end, g.cursor + room)
+                for seq in range(g.cursor, stop):
+                    take(seq, events[seq - base])
+                g.cursor = stop
+            elif filter.partition is not None and s.parts is not None:
+                part = s.parts[filter.partition]  # that partition's events only
+                i, n = bisect_left(part, g.cursor), len(part)
+                matches = filter.matches
+                while i < n and len(claimed) < max_count:
+                    seq = part[i]
+                    i += 1
+                    e = events[seq - base]
+                    if matches(e):
+                        take(seq, e)
+                g.cursor = part[i] if i < n else end
+            else:
+                matches = filter.matches
                 seq = g.cursor
-                g.cursor += 1
-                e = s.events[seq - s.base]
-                verdict = selector(e)
-                if verdict is _DELIVER:
-                    take(seq, e)
-                elif verdict is _SKIP:
-                    heappush(g.available, seq)
+                while seq < end and len(claimed) < max_count:
+                    e = events[seq - base]
+                    seq += 1
+                    if matches(e):
+                        take(seq - 1, e)
+                g.cursor = seq
         if ids:
             g.claims += 1
-            heappush(g.deadlines, (deadline, g.claims, ids))
+            heapq.heappush(g.deadlines, (deadline, g.claims, ids))
         return ClaimResult(claimed, s.notifier.version, self._next_due(g))
 
     def _expire(self, g: _Group, now: float) -> None:
@@ -425,12 +440,18 @@ class MemoryStore(EventStore):
         return True
 
     async def release(self, subscription: str, group: str, consumer_id: str, *,
+                      event_ids: Sequence[str] | None = None,
                       unseen: Sequence[str] = ()) -> int:
         sub = self._sub(subscription)
         g = sub.groups.get(group)
         if g is None:
             return 0
-        mine = [i for i, f in g.inflight.items() if f.consumer == consumer_id]
+        inflight = g.inflight
+        if event_ids is None:
+            mine = [i for i, f in inflight.items() if f.consumer == consumer_id]
+        else:
+            mine = [i for i in event_ids
+                    if (f := inflight.get(i)) is not None and f.consumer == consumer_id]
         not_seen = set(unseen)
         for event_id in mine:
             f = self._requeue(g, event_id)

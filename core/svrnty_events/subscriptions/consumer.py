@@ -1,0 +1,579 @@
+"""A consumer of a subscription: claims events from the store into its window, hands them to its
+code, settles them. Everything a delivery promise depends on happens here, once, for every store
+and every delivery provider.
+
+A claim is all or nothing for the consumer's code: it runs as a task of its own, shielded from
+whatever cancels the fetch that started it (a task cancel, ``next(timeout=)``, a closed gRPC
+stream, a heartbeat expiry, a host stop). Its events land in the consumer's ``prefetched``
+buffer, which the next fetch returns first; a consumer that closes releases what is in the
+buffer with ``unseen``, so no attempt is counted for an event no code saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any
+
+from ..config import DeliverySemantics, StreamType, SubscriptionConfig
+from ..errors import ConsumerClosedError, StoreUnavailableError, UnknownDeliveryError
+from ..events import partition_of
+from ..store import SHARED_GROUP, ClaimFilter, Claimed, partition_group
+from .delivery import Delivery, check_delay
+
+if TYPE_CHECKING:
+    from .engine import SubscriptionEngine, SubscriptionRuntime
+
+log = logging.getLogger("svrnty_events.subscriptions")
+
+#: automatic acks wait at most this long for others to go in one store call
+ACK_FLUSH_INTERVAL = 0.05
+
+
+class _Claim:
+    """What one claim round brought: the wait it tells the fetch loop to do when empty."""
+
+    __slots__ = ("count", "version", "next_due", "retry_at", "unavailable")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.version: int | None = None
+        self.next_due: float | None = None
+        self.retry_at: float | None = None
+        self.unavailable: StoreUnavailableError | None = None
+
+
+class Consumer:
+    """A registered consumer of a subscription. Build with :meth:`SubscriptionEngine.open_consumer`."""
+
+    def __init__(self, engine: SubscriptionEngine, runtime: SubscriptionRuntime, consumer_id: str,
+                 *, group: str, private: bool, correlation_id: str | None,
+                 event_types: Sequence[str], terminal_event_types: Sequence[str], window: int,
+                 metadata: dict[str, str], heartbeat_timeout: float | None) -> None:
+        self.engine = engine
+        self.runtime = runtime
+        self.subscription = runtime.name
+        self.consumer_id = consumer_id
+        #: the consumer's delivery group (partitioned modes: the group of partition 0; each
+        #: delivery names the group it came from)
+        self.group = group
+        self.private = private
+        self.correlation_id = correlation_id
+        self.event_types = list(event_types)
+        self.terminal_event_types = frozenset(terminal_event_types)
+        self.window = window
+        self.metadata = metadata
+        self.heartbeat_timeout = heartbeat_timeout
+        #: deliveries handed over and not settled (at-least-once), by event id
+        self.held: dict[str, Delivery] = {}
+        #: deliveries claimed but not yet handed to the consumer's code, oldest first
+        self.prefetched: deque[Delivery] = deque()
+        self.delivered_count = 0
+        self.closed = False
+        self.close_reason: str | None = None
+        self.completed = False
+        self.connected_at = time.time()
+        self._semantics = runtime.stream.delivery_semantics
+        self._store = engine.store
+        self._room = asyncio.Event()
+        self._waiting = 0  # fetches waiting for events (not for room in the window)
+        self._last_seen = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._deferred_acks: list[Delivery] = []
+        self._deferred_since = 0.0
+        self._claims: set[asyncio.Future[Any]] = set()
+        self._groups: set[str] = {group}  # every group this consumer claimed from
+        self._rotation = 0
+        mode = runtime.mode
+        self._partitioned = not private and mode.partitioned
+        # any consumer may take any event of the group: wait in the relay (see the runtime)
+        self._relay = not private and not mode.partitioned
+        self._filters = self._build_filters()
+        self.heartbeat()
+
+    @property
+    def config(self) -> SubscriptionConfig:
+        """The subscription's configuration."""
+        return self.runtime.config
+
+    @property
+    def stream(self) -> str:
+        """The name of the subscription's stream."""
+        return self.runtime.stream.name
+
+    # --- what the consumer's groups hold ------------------------------------------------------
+
+    def _build_filters(self) -> dict[int, ClaimFilter | None]:
+        """Claim filters: for the consumer's group (key -1), or per partition (partitioned)."""
+        partitions = self.runtime.stream.partitions
+        sub_types = frozenset(self.runtime.config.event_types) or None
+        if self._partitioned:
+            return {p: ClaimFilter(event_types=sub_types,
+                                   partition=p if partitions > 1 else None)
+                    for p in range(partitions)}
+        types = sub_types
+        if self.private and self.event_types:
+            own = frozenset(self.event_types)
+            types = own if types is None else types & own
+        correlation = self.correlation_id
+        if types is None and correlation is None:
+            return {-1: None}
+        return {-1: ClaimFilter(
+            event_types=types, correlation_id=correlation,
+            partition=partition_of(correlation, partitions)
+            if correlation is not None and partitions > 1 else None)}
+
+    # --- liveness ------------------------------------------------------------------------------
+
+    def heartbeat(self) -> None:
+        """Note the consumer is alive. Any fetch, ack or nack counts as one too."""
+        loop = asyncio.get_running_loop()
+        self._last_seen = loop.time()
+        if self.heartbeat_timeout is not None and self._timer is None and not self.closed:
+            self._timer = loop.call_later(self.heartbeat_timeout, self._check_heartbeat)
+
+    def _check_heartbeat(self) -> None:
+        self._timer = None
+        if self.closed or self.heartbeat_timeout is None:
+            return
+        loop = asyncio.get_running_loop()
+        idle = loop.time() - self._last_seen
+        if self._waiting:  # waiting for events is being alive (waiting for room is not)
+            idle = 0.0
+        if idle >= self.heartbeat_timeout:
+            log.warning("consumer %s of %s missed its heartbeat (%.1fs): releasing %d event(s)",
+                        self.consumer_id, self.subscription, idle, len(self.held))
+            self.engine.spawn(self.close("heartbeat expired"))
+        else:
+            self._timer = loop.call_later(self.heartbeat_timeout - idle, self._check_heartbeat)
+
+    # --- fetch ---------------------------------------------------------------------------------
+
+    async def fetch(self, max_events: int | None = None,
+                    timeout: float | None = None) -> list[Delivery]:
+        """Wait for events and hand them over: at least one, at most the free part of the
+        window (and ``max_events``). Returns ``[]`` on ``timeout`` or once the consumer has
+        completed (a terminal event was delivered). Raises ConsumerClosedError once closed."""
+        if not await self.wait_ready(timeout, max_events):
+            return []
+        prefetched = self.prefetched
+        count = len(prefetched) if max_events is None else min(max_events, len(prefetched))
+        return [prefetched.popleft() for _ in range(count)]
+
+    async def wait_ready(self, timeout: float | None = None,
+                         max_events: int | None = None) -> bool:
+        """Wait until ``prefetched`` holds a delivery (claiming up to the free window, or
+        ``max_events``). False on ``timeout`` or once completed with nothing left to hand
+        over. Raises ConsumerClosedError once closed."""
+        self._raise_if_closed()
+        if self.prefetched:
+            return True
+        if self.completed:
+            return False
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        if self._deferred_acks:
+            await self.flush_acks()
+        outage = 0.0  # current retry delay while the store is unavailable
+        runtime = self.runtime
+        while True:
+            self._last_seen = loop.time()
+            self._raise_if_closed()
+            if self.prefetched:
+                return True
+            if self.completed:
+                return False
+            room = self.window - len(self.held)
+            if max_events is not None:
+                room = min(room, max_events)
+            if room <= 0:
+                self._room.clear()
+                if not await _wait(self._room.wait(), deadline, loop):
+                    return False
+                continue
+            changes = runtime.changes.version
+            job = asyncio.ensure_future(self._claim(room))
+            self._claims.add(job)
+            job.add_done_callback(self._claim_done)
+            # shielded: a cancelled fetch leaves the claim to finish into ``prefetched``
+            claim: _Claim = await asyncio.shield(job)
+            if claim.unavailable is not None:
+                outage = min(outage * 2 if outage else 0.05, 2.0)
+                log.warning("store unavailable for %s/%s (%s): retrying in %.2fs",
+                            self.subscription, self.consumer_id, claim.unavailable, outage)
+                if deadline is not None and loop.time() + outage >= deadline:
+                    return False
+                await asyncio.sleep(outage)
+                continue
+            outage = 0.0
+            if claim.count or self.prefetched or self.completed:
+                continue
+            wait: float | None = None if deadline is None else deadline - loop.time()
+            if claim.next_due is not None:
+                due = max(claim.next_due - time.time(), 0.0) + 0.001
+                wait = due if wait is None else min(wait, due)
+            if claim.retry_at is not None:
+                due = max(claim.retry_at - time.monotonic(), 0.0) + 0.001
+                wait = due if wait is None else min(wait, due)
+            if wait is not None and wait <= 0:
+                return False
+            self._waiting += 1
+            try:
+                if claim.version is None:  # nothing to claim from: wait for the mode
+                    await runtime.changes.wait(changes, wait)
+                elif self._relay:
+                    await runtime.wait_in_relay(self, claim.version, wait)
+                else:
+                    await self._store.wait_for_change(self.subscription, self.group,
+                                                      claim.version, wait)
+            except StoreUnavailableError:
+                continue  # the claim will find out and back off
+            finally:
+                self._waiting -= 1
+                self._last_seen = loop.time()
+
+    def _claim_done(self, job: asyncio.Future[Any]) -> None:
+        self._claims.discard(job)
+        if not job.cancelled() and job.exception() is not None and not self.closed:
+            # seen by the fetch that awaits it, unless that fetch was cancelled meanwhile
+            log.debug("claim of %s/%s failed: %r", self.subscription, self.consumer_id,
+                      job.exception())
+
+    def _targets(self, claim: _Claim) -> list[tuple[int, str]]:
+        """(partition or -1, group) pairs to claim from this round."""
+        if not self._partitioned:
+            return [(-1, self.group)]
+        assignment = self.runtime.mode.assignment(self.consumer_id)
+        claim.retry_at = assignment.retry_at
+        partitions = list(assignment.partitions)
+        if len(partitions) > 1:  # start at another partition each round, for fairness
+            self._rotation = (self._rotation + 1) % len(partitions)
+            partitions = partitions[self._rotation:] + partitions[:self._rotation]
+        return [(p, partition_group(p)) for p in partitions]
+
+    async def _claim(self, room: int) -> _Claim:
+        """One claim round (a task of its own, see the module docstring)."""
+        claim = _Claim()
+        targets = self._targets(claim)
+        mode = self.runtime.mode
+        partitions = [p for p, _ in targets if p >= 0]
+        if partitions:
+            mode.claim_started(self.consumer_id, partitions)
+        config = self.runtime.config
+        store, sub, me = self._store, self.subscription, self.consumer_id
+        taken: list[tuple[str, list[Claimed]]] = []
+        try:
+            for partition, group in targets:
+                if room <= 0:
+                    break
+                self._groups.add(group)
+                try:
+                    result = await store.claim(
+                        sub, group, me, max_count=room,
+                        visibility_timeout=config.visibility_timeout,
+                        filter=self._filters[partition])
+                except StoreUnavailableError as exc:
+                    claim.unavailable = exc
+                    break
+                if claim.version is None:
+                    claim.version = result.version  # the first look: no change after it is lost
+                if result.next_due is not None:
+                    claim.next_due = result.next_due if claim.next_due is None \
+                        else min(claim.next_due, result.next_due)
+                if result.claimed:
+                    taken.append((group, result.claimed))
+                    room -= len(result.claimed)
+                    claim.count += len(result.claimed)
+            if claim.count and self._relay:  # there may be more: let the next one look
+                self.runtime.wake_one()
+            try:
+                await self._hand_over(taken)
+            except StoreUnavailableError as exc:  # at-most-once: could not settle; not shown
+                claim.unavailable = exc
+        finally:
+            if partitions and mode.claim_ended(self.consumer_id, partitions):
+                self.engine.changed(self.runtime)
+        return claim
+
+    async def _hand_over(self, taken: list[tuple[str, list[Claimed]]]) -> None:
+        """Put what a claim brought into ``prefetched`` (tracked as held), dead-letter what used
+        up its attempts, give back what came after a terminal event."""
+        if not taken:
+            return
+        config = self.runtime.config
+        max_attempts = config.max_delivery_attempts
+        mode = self.runtime.mode
+        at_most_once = self._semantics == DeliverySemantics.AT_MOST_ONCE
+        store, sub, me = self._store, self.subscription, self.consumer_id
+        deliveries: list[Delivery] = []
+        expired: list[tuple[str, Claimed]] = []
+        leftover: dict[str, list[str]] = {}
+        terminal = self.terminal_event_types
+        closed = self.closed
+        for group, claimed in taken:
+            for c in claimed:
+                if self.completed or closed:
+                    leftover.setdefault(group, []).append(c.event.id)
+                elif max_attempts and c.attempt > max_attempts:
+                    expired.append((group, c))
+                else:
+                    d = Delivery(c.event, c.attempt, self, group)
+                    if terminal and c.event.type in terminal:
+                        d.terminal = True
+                        self.completed = True
+                    deliveries.append(d)
+        if not at_most_once:  # tracked before any await: nothing claimed can be lost
+            held = self.held
+            for d in deliveries:
+                held[d.record.id] = d
+                mode.delivered(me, d.record)
+            self.prefetched.extend(deliveries)
+        for group, ids in leftover.items():  # never seen by code: no attempt counted
+            await self._quietly(store.release(sub, group, me, event_ids=ids, unseen=ids),
+                                "release")
+        for group, c in expired:
+            await self._quietly(store.dead_letter(
+                sub, group, me, c.event.id, attempts=c.attempt - 1,
+                reason=c.last_reason or "max delivery attempts exceeded"), "dead-letter")
+        if at_most_once and deliveries:
+            # done once handed over: settled in the store before the code may see it
+            by_group: dict[str, list[str]] = {}
+            for d in deliveries:
+                d.settled = True
+                by_group.setdefault(d.group, []).append(d.record.id)
+            for group, ids in by_group.items():
+                await store.ack(sub, group, me, ids)
+            self.prefetched.extend(deliveries)
+        self.delivered_count += len(deliveries)
+        if mode.receipts and deliveries:
+            await self._quietly(store.record_receipts(sub, me, [d.record.id for d in deliveries],
+                                                      read=False), "record receipts")
+
+    async def _quietly(self, aw: Any, what: str) -> None:
+        """Bookkeeping of a claim that may fail without losing anything (the events stay in
+        flight in the store and come back at their deadline)."""
+        try:
+            await aw
+        except StoreUnavailableError as exc:
+            log.warning("%s/%s: could not %s (%s); the store hands the events out again at "
+                        "their deadline", self.subscription, self.consumer_id, what, exc)
+
+    def _raise_if_closed(self) -> None:
+        if self.closed:
+            raise ConsumerClosedError(self.close_reason or "consumer is closed")
+
+    # --- settle --------------------------------------------------------------------------------
+
+    def _held_by_group(self, event_ids: Iterable[str]
+                       ) -> tuple[dict[str, list[Delivery]], list[str]]:
+        by_group: dict[str, list[Delivery]] = {}
+        unknown: list[str] = []
+        held = self.held
+        for event_id in event_ids:
+            d = held.get(event_id)
+            if d is None or d.settled:
+                unknown.append(event_id)
+            else:
+                by_group.setdefault(d.group, []).append(d)
+        return by_group, unknown
+
+    async def ack(self, event_ids: Iterable[str]) -> None:
+        """Ack held events. Ids the consumer does not hold raise UnknownDeliveryError (after the
+        others are acked)."""
+        self._last_seen = asyncio.get_running_loop().time()
+        by_group, unknown = self._held_by_group(event_ids)
+        held = self.held
+        for group, known in by_group.items():
+            for d in known:
+                d.settled = True
+                del held[d.record.id]
+            try:
+                await self._store.ack(self.subscription, group, self.consumer_id,
+                                      [d.record.id for d in known])
+            except BaseException:
+                for d in known:  # not acked: still held, so a retry can ack them
+                    d.settled = False
+                    held[d.record.id] = d
+                raise
+            self._settled(known)
+            if self.runtime.mode.receipts:
+                await self._store.record_receipts(self.subscription, self.consumer_id,
+                                                  [d.record.id for d in known], read=True)
+        if unknown and self._semantics != DeliverySemantics.AT_MOST_ONCE:
+            raise UnknownDeliveryError(unknown)
+
+    async def ack_processed(self, event_id: str) -> None:
+        """Record a held event as processed and ack it (see Delivery.process_once)."""
+        self._last_seen = asyncio.get_running_loop().time()
+        d = self.held.get(event_id)
+        if d is None:  # the effect was applied all the same: remember it
+            found = next((p for p in self.prefetched if p.record.id == event_id), None)
+            group = found.group if found is not None else self.group
+            await self._store.ack_processed(self.subscription, group, self.consumer_id,
+                                            event_id)
+            if self._semantics != DeliverySemantics.AT_MOST_ONCE:
+                raise UnknownDeliveryError([event_id])
+            return
+        await self._store.ack_processed(self.subscription, d.group, self.consumer_id,
+                                        event_id)
+        del self.held[event_id]
+        d.settled = True
+        self._settled([d])
+        if self.runtime.mode.receipts:
+            await self._store.record_receipts(self.subscription, self.consumer_id, [event_id],
+                                              read=True)
+
+    def ack_later(self, delivery: Delivery) -> None:
+        """Ack ``delivery`` soon, in one batch with others (see :meth:`flush_due`): how the
+        in-process iterator auto-acks without a store round trip per event."""
+        if not delivery.settled and self.held.get(delivery.record.id) is delivery:
+            if not self._deferred_acks:
+                self._deferred_since = asyncio.get_running_loop().time()
+            self._deferred_acks.append(delivery)
+
+    @property
+    def flush_due(self) -> bool:
+        """Whether deferred acks should go now: the oldest waited ``ACK_FLUSH_INTERVAL``, or
+        they are half the window."""
+        deferred = self._deferred_acks
+        return bool(deferred) and (
+            len(deferred) * 2 >= self.window
+            or asyncio.get_running_loop().time() - self._deferred_since >= ACK_FLUSH_INTERVAL)
+
+    async def flush_acks(self) -> None:
+        deferred, self._deferred_acks = self._deferred_acks, []
+        ids = [d.record.id for d in deferred if self.held.get(d.record.id) is d and not d.settled]
+        if ids:
+            await self.ack(ids)
+
+    async def nack(self, event_id: str, *, delay: float | None = None, reason: str | None = None,
+                   error: str | None = None) -> None:
+        """Give a held event back for redelivery after ``delay`` (default: the backoff for its
+        attempt), or dead-letter it when it has used its delivery attempts."""
+        check_delay(delay)
+        self._last_seen = asyncio.get_running_loop().time()
+        d = self.held.get(event_id)
+        if d is None or d.settled:
+            if self._semantics == DeliverySemantics.AT_MOST_ONCE:
+                return  # settled when handed over: nothing to give back
+            raise UnknownDeliveryError([event_id])
+        config = self.runtime.config
+        if config.max_delivery_attempts and d.attempt >= config.max_delivery_attempts:
+            await self._store.dead_letter(self.subscription, d.group, self.consumer_id,
+                                          event_id, attempts=d.attempt,
+                                          reason=reason or "nacked", error=error)
+        else:
+            if delay is None:
+                delay = config.redelivery_delay_for(d.attempt)
+            await self._store.nack(self.subscription, d.group, self.consumer_id, event_id,
+                                   delay=max(delay, 0.0), reason=reason or error)
+        del self.held[event_id]  # only once the store has it: a failed call leaves it held
+        d.settled = True
+        self._settled([d])
+
+    async def dead_letter(self, event_id: str, *, reason: str, error: str | None = None) -> None:
+        """Dead-letter a held event now, whatever its attempts."""
+        self._last_seen = asyncio.get_running_loop().time()
+        d = self.held.get(event_id)
+        if d is None or d.settled:
+            raise UnknownDeliveryError([event_id])
+        await self._store.dead_letter(self.subscription, d.group, self.consumer_id, event_id,
+                                      attempts=d.attempt, reason=reason, error=error)
+        del self.held[event_id]
+        d.settled = True
+        self._settled([d])
+
+    async def mark_read(self, event_ids: Iterable[str]) -> None:
+        await self._store.record_receipts(self.subscription, self.consumer_id, list(event_ids),
+                                          read=True)
+
+    def _settled(self, deliveries: list[Delivery]) -> None:
+        mode = self.runtime.mode
+        wake = False
+        for d in deliveries:
+            wake |= mode.settled(self.consumer_id, d.record)
+        if wake:
+            self.engine.changed(self.runtime)
+        self._room.set()
+
+    # --- close ---------------------------------------------------------------------------------
+
+    async def close(self, reason: str = "closed") -> None:
+        """Unregister: held events go back for redelivery now (those no code saw without an
+        attempt counted). May be called twice."""
+        if self.closed:
+            return
+        if self._deferred_acks:
+            with suppress(Exception):
+                await self.flush_acks()
+        if self.closed:
+            return
+        self.closed = True  # from now on a claim that lands gives its events back itself
+        self.close_reason = reason
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._room.set()
+        held = list(self.held.values())
+        self.held.clear()
+        unseen: dict[str, list[str]] = {}
+        for d in self.prefetched:
+            unseen.setdefault(d.group, []).append(d.record.id)
+        self.prefetched.clear()
+        runtime = self.runtime
+        if runtime.consumers.get(self.consumer_id) is self:
+            del runtime.consumers[self.consumer_id]
+        store = self._store
+        released = False
+        try:
+            for d in held:
+                d.settled = True
+            for group in sorted(self._groups):
+                # always: a claim that committed in the store after we stopped waiting for it
+                # may hold events we never saw
+                await store.release(self.subscription, group, self.consumer_id,
+                                    unseen=unseen.get(group, ()))
+            released = True
+            if self.private and (self.correlation_id is not None
+                                 or runtime.stream.type == StreamType.EPHEMERAL):
+                await store.delete_group(self.subscription, self.group)
+        finally:
+            # whatever failed above, the consumer is gone: the mode must know. Events a failed
+            # release left in flight still count as held by it until their deadlines pass.
+            if released:
+                for d in held:
+                    runtime.mode.settled(self.consumer_id, d.record)
+            if self.consumer_id not in runtime.consumers:
+                runtime.mode.leave(self.consumer_id)
+                if not self.private:
+                    self.engine.request_sync(runtime)
+            self.engine.changed(runtime)
+            runtime.wake_one()
+        log.debug("consumer %s left %s (%s), released %d", self.consumer_id, self.subscription,
+                  reason, len(held))
+
+    def info(self) -> dict[str, Any]:
+        return {"consumer_id": self.consumer_id, "subscription": self.subscription,
+                "group": self.group, "in_flight": len(self.held),
+                "delivered": self.delivered_count, "correlation_id": self.correlation_id,
+                "connected_at": self.connected_at, "metadata": dict(self.metadata)}
+
+
+async def _wait(aw: Any, deadline: float | None, loop: asyncio.AbstractEventLoop) -> bool:
+    """Await ``aw`` until ``deadline`` (loop time). True if it finished in time."""
+    if deadline is None:
+        await aw
+        return True
+    try:
+        async with asyncio.timeout_at(deadline):
+            await aw
+        return True
+    except TimeoutError:
+        return False
+
+
+__all__ = ["Consumer", "SHARED_GROUP"]

@@ -1,0 +1,146 @@
+"""A delivery: one hand-over of an event to a consumer's code, and how that code settles it."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..events import RecordedEvent
+from ..store import processed_key
+
+if TYPE_CHECKING:
+    from .consumer import Consumer
+
+T = TypeVar("T")
+
+
+def check_delay(delay: float | None) -> None:
+    """A nack delay must be a finite number of seconds >= 0 (or None for the backoff)."""
+    if delay is not None and (not isinstance(delay, (int, float)) or isinstance(delay, bool)
+                              or not math.isfinite(delay) or delay < 0):
+        raise ValueError(f"nack delay: expected a finite number of seconds >= 0 or None, "
+                         f"got {delay!r}")
+
+
+class Delivery:
+    """One hand-over of an event to a consumer."""
+
+    __slots__ = ("record", "attempt", "consumer", "group", "settled", "terminal", "_event")
+
+    def __init__(self, record: RecordedEvent, attempt: int, consumer: Consumer,
+                 group: str) -> None:
+        self.record = record
+        self.attempt = attempt
+        self.consumer = consumer
+        #: the delivery group the event was claimed from (a partition's, in consumer_group)
+        self.group = group
+        self.settled = False
+        self.terminal = False
+        self._event: Any = None
+
+    # envelope
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def type(self) -> str:
+        return self.record.type
+
+    @property
+    def correlation_id(self) -> str:
+        return self.record.correlation_id
+
+    @property
+    def stream(self) -> str:
+        return self.record.stream
+
+    @property
+    def sequence(self) -> int:
+        return self.record.sequence
+
+    @property
+    def partition(self) -> int:
+        return self.record.partition
+
+    @property
+    def timestamp(self) -> datetime:
+        return self.record.timestamp
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self.record.headers
+
+    @property
+    def data(self) -> bytes:
+        return self.record.data
+
+    @property
+    def content_type(self) -> str:
+        return self.record.content_type
+
+    @property
+    def subscription(self) -> str:
+        return self.consumer.subscription
+
+    @property
+    def event(self) -> Any:
+        """The payload decoded into its registered Event class (plain JSON values if the type
+        is not known in this process)."""
+        if self._event is None:
+            record = self.record
+            self._event = self.consumer.engine.event_types.decode(record.type, record.data,
+                                                                  record.content_type)
+        return self._event
+
+    async def ack(self) -> None:
+        """Settle the event: it will not be delivered to this subscription's group again."""
+        await self.consumer.ack((self.record.id,))
+
+    async def nack(self, delay: float | None = None, reason: str | None = None,
+                   error: str | None = None) -> None:
+        """Give the event back for redelivery after ``delay`` seconds (default: the
+        subscription's backoff). Past ``max_delivery_attempts`` it goes to the dead-letter
+        queue with ``reason`` and ``error``. Raises ValueError for a delay that is not a
+        finite number of seconds >= 0."""
+        await self.consumer.nack(self.record.id, delay=delay, reason=reason, error=error)
+
+    async def dead_letter(self, reason: str, error: str | None = None) -> None:
+        """Send the event to the dead-letter queue now (a permanent failure: retrying cannot
+        help). It can be replayed from there."""
+        await self.consumer.dead_letter(self.record.id, reason=reason, error=error)
+
+    async def mark_read(self) -> None:
+        """Record a read receipt (``read_receipt`` mode) without settling the event."""
+        await self.consumer.mark_read((self.record.id,))
+
+    @property
+    def processed_key(self) -> str:
+        """The key of this event's processed mark in its delivery group."""
+        return processed_key(self.group, self.record.id)
+
+    async def process_once(self, effect: Callable[[Delivery], Awaitable[T] | T]) -> bool:
+        """Apply ``effect`` once per event and delivery group across redeliveries, then ack.
+
+        The processed mark is recorded right after the effect, with the ack (in one
+        transaction where the store has transactions). Marks are per delivery group: every
+        broadcast consumer applies its own effect once. A crash after the effect and before
+        the mark applies the effect again on redelivery (see docs/semantics.md). Returns
+        False when the effect had already been applied (the event is then just acked).
+        """
+        store, sub = self.consumer.engine.store, self.consumer.subscription
+        if await store.is_processed(sub, self.processed_key):
+            await self.ack()
+            return False
+        result = effect(self)
+        if inspect.isawaitable(result):
+            await result
+        await self.consumer.ack_processed(self.record.id)
+        return True
+
+    def __repr__(self) -> str:
+        return (f"<Delivery {self.record.type} id={self.record.id} seq={self.record.sequence} "
+                f"attempt={self.attempt}>")
