@@ -28,6 +28,7 @@ name = "ledger"
 type = "persistent"
 delivery_semantics = "exactly_once"
 scope = "cross_service"
+partitions = 4
 
 [[subscriptions]]
 name = "analytics"
@@ -38,7 +39,6 @@ mode = "broadcast"
 name = "billing"
 stream = "ledger"
 mode = "consumer_group"
-options = { partitions = 4 }
 """
 
 

@@ -76,12 +76,12 @@ async def test_a_partition_moves_only_once_its_holder_settled():
     await b.sync(leases)
     moving = next(p for p in range(PARTITIONS) if b.owner_of(p) == "b1")
     event = event_in(a, moving)
-    a.delivered("a1", event)  # a1 still holds an event of a partition that goes to b1
+    a.delivered("a1", [event])  # a1 still holds an event of a partition that goes to b1
     await a.sync(leases)
     await b.sync(leases)
     everyone = {"a1": a, "b1": b}
     assert takers(everyone, moving) == []  # a1 no longer takes it, b1 may not yet
-    a.settled("a1", event)
+    a.settled("a1", [event])
     await a.sync(leases)
     await b.sync(leases)
     assert takers(everyone, moving) == ["b1"]

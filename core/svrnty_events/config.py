@@ -43,6 +43,17 @@ class StreamScope(enum.StrEnum):
     CROSS_SERVICE = "cross_service"  # other services may publish (e.g. the gRPC Publish RPC)
 
 
+class RetentionPolicy(enum.StrEnum):
+    """What retention does with events some delivery group has not settled yet."""
+
+    #: remove them all the same; each group that had not settled one gets it in its
+    #: dead-letter queue with the reason "retention" (events in flight stay until settled)
+    DEAD_LETTER = "dead_letter"
+    #: keep them until every group settled them (JetStream's interest policy): the limits
+    #: then bound only settled events
+    KEEP_UNSETTLED = "keep_unsettled"
+
+
 class Backoff(enum.StrEnum):
     FIXED = "fixed"
     EXPONENTIAL = "exponential"
@@ -64,6 +75,8 @@ class StreamConfig(_Config):
     retention_max_count: int | None = None
     #: drop events older than this many seconds; None = no age limit
     retention_max_age: float | None = None
+    #: what retention does with events a subscription has not settled yet
+    retention_policy: RetentionPolicy = RetentionPolicy.DEAD_LETTER
     #: partitions of the stream: an event's partition is fixed on append from its correlation
     #: id; a consumer_group spreads partitions over its consumers (one owner each)
     partitions: int = 1

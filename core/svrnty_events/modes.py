@@ -97,12 +97,13 @@ class Mode:
         True if another consumer may now claim what it could not claim before."""
         return False
 
-    def delivered(self, consumer_id: str, event: RecordedEvent) -> None:
-        """``event`` was handed to ``consumer_id``."""
+    def delivered(self, consumer_id: str, events: Sequence[RecordedEvent]) -> None:
+        """``events`` (one claim's) were handed to ``consumer_id``."""
 
-    def settled(self, consumer_id: str, event: RecordedEvent) -> bool:
-        """``consumer_id`` no longer holds ``event`` (acked, nacked, released, dead-lettered).
-        Return True if another consumer may now claim what it could not claim before."""
+    def settled(self, consumer_id: str, events: Sequence[RecordedEvent]) -> bool:
+        """``consumer_id`` no longer holds ``events`` (acked, nacked, released,
+        dead-lettered). Return True if another consumer may now claim what it could not
+        claim before."""
         return False
 
     #: on a store shared by several hosts: seconds between two ``sync`` calls (None: the mode
@@ -259,23 +260,27 @@ class ConsumerGroup(Mode):
     def claim_started(self, consumer_id: str, partitions: Sequence[int]) -> None:
         deadline = time.monotonic() + self.subscription.visibility_timeout
         for partition in partitions:
-            _hold(self._holds, partition, consumer_id, deadline)
+            _hold(self._holds, partition, consumer_id, deadline, 1)
 
     def claim_ended(self, consumer_id: str, partitions: Sequence[int]) -> bool:
         wake = False
         for partition in partitions:
-            wake |= self._unhold(consumer_id, partition)
+            wake |= self._unhold(consumer_id, partition, 1)
         return wake
 
-    def delivered(self, consumer_id: str, event: RecordedEvent) -> None:
+    def delivered(self, consumer_id: str, events: Sequence[RecordedEvent]) -> None:
         deadline = time.monotonic() + self.subscription.visibility_timeout
-        _hold(self._holds, event.partition, consumer_id, deadline)
+        for partition, count in _per_partition(events).items():
+            _hold(self._holds, partition, consumer_id, deadline, count)
 
-    def settled(self, consumer_id: str, event: RecordedEvent) -> bool:
-        return self._unhold(consumer_id, event.partition)
+    def settled(self, consumer_id: str, events: Sequence[RecordedEvent]) -> bool:
+        wake = False
+        for partition, count in _per_partition(events).items():
+            wake |= self._unhold(consumer_id, partition, count)
+        return wake
 
-    def _unhold(self, consumer_id: str, partition: int) -> bool:
-        if not _unhold(self._holds, partition, consumer_id):
+    def _unhold(self, consumer_id: str, partition: int, count: int) -> bool:
+        if not _unhold(self._holds, partition, consumer_id, count):
             return False
         # nobody holds the partition now: if it moved to another consumer during a rebalance,
         # that one may claim it (on a shared store, once the lease moves: the engine syncs)
@@ -367,21 +372,29 @@ class ConsumerGroup(Mode):
 _Holds = dict  # key -> consumer -> (count held, visibility deadline of the latest)
 
 
-def _hold(holds: _Holds, key: object, consumer_id: str, deadline: float) -> None:
+def _per_partition(events: Sequence[RecordedEvent]) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for e in events:
+        p = e.partition
+        counts[p] = counts.get(p, 0) + 1
+    return counts
+
+
+def _hold(holds: _Holds, key: object, consumer_id: str, deadline: float, count: int) -> None:
     held = holds.setdefault(key, {})
-    count, _ = held.get(consumer_id, (0, 0.0))
-    held[consumer_id] = (count + 1, deadline)
+    before, _ = held.get(consumer_id, (0, 0.0))
+    held[consumer_id] = (before + count, deadline)
 
 
-def _unhold(holds: _Holds, key: object, consumer_id: str) -> bool:
-    """One hold of ``key`` less for ``consumer_id``. True when that was the last hold of
-    ``key`` anyone had."""
+def _unhold(holds: _Holds, key: object, consumer_id: str, count: int) -> bool:
+    """``count`` holds of ``key`` less for ``consumer_id``. True when those were the last holds
+    of ``key`` anyone had."""
     held = holds.get(key)
     if not held or consumer_id not in held:
         return False
-    count, deadline = held[consumer_id]
-    if count > 1:
-        held[consumer_id] = (count - 1, deadline)
+    before, deadline = held[consumer_id]
+    if before > count:
+        held[consumer_id] = (before - count, deadline)
         return False
     del held[consumer_id]
     if held:

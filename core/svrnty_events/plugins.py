@@ -82,12 +82,21 @@ def selected_plugins() -> set[str] | None:
     return {name.strip() for name in value.split(",") if name.strip()}
 
 
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager, plus what svrnty-events knows of the plugins it loaded."""
+
+    def __init__(self, project_name: str) -> None:
+        super().__init__(project_name)
+        #: plugin name -> (distribution, version), for the plugins loaded from entry points
+        self.distributions: dict[str, tuple[str, str]] = {}
+
+
 def get_plugin_manager(load_entrypoints: bool = True,
                        plugins: Iterable[object] = ()) -> pluggy.PluginManager:
     """Build a plugin manager: hookspecs first (so each plugin is validated as it registers),
     then the installed entry points (filtered by SVRNTY_EVENTS_PLUGINS), then the defaults,
     then ``plugins`` given by the caller (e.g. a test's plugin object)."""
-    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm = PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
     if load_entrypoints:
         load_entry_points(pm)
@@ -117,15 +126,13 @@ def load_entry_points(pm: pluggy.PluginManager) -> None:
         except Exception as exc:
             raise PluginImportError(ep.name, exc) from exc
         _register(pm, plugin, ep.name)
-        if ep.dist is not None:
-            _distributions(pm)[ep.name] = (ep.dist.metadata["Name"], ep.dist.version)
+        if ep.dist is not None and isinstance(pm, PluginManager):
+            pm.distributions[ep.name] = (ep.dist.metadata["Name"], ep.dist.version)
 
 
 def _distributions(pm: pluggy.PluginManager) -> dict[str, tuple[str, str]]:
-    # plugin name -> (distribution, version), for the plugins loaded from entry points
-    if not hasattr(pm, "svrnty_distributions"):
-        pm.svrnty_distributions = {}  # type: ignore[attr-defined]
-    return pm.svrnty_distributions  # type: ignore[attr-defined]
+    # a manager built elsewhere (a plain pluggy one) knows no distributions
+    return pm.distributions if isinstance(pm, PluginManager) else {}
 
 
 def _register(pm: pluggy.PluginManager, plugin: object, name: str | None) -> None:
@@ -145,16 +152,20 @@ def plugin_name(pm: pluggy.PluginManager, plugin: object) -> str:
 def collect_registry(pm: pluggy.PluginManager) -> Registry:
     """Call the three contribution hooks; duplicate names raise DuplicateNameError naming both."""
     registry = Registry()
-    hooks: list[tuple[str, Callable[..., Any]]] = [
-        ("event store", pm.hook.register_event_stores),
-        ("delivery provider", pm.hook.register_delivery_providers),
-        ("subscription mode", pm.hook.register_subscription_modes),
+    hooks: list[tuple[str, str]] = [
+        ("event store", "register_event_stores"),
+        ("delivery provider", "register_delivery_providers"),
+        ("subscription mode", "register_subscription_modes"),
     ]
-    for kind, hook in hooks:
+    for kind, hook_name in hooks:
         target = registry.of_kind(kind)
-        # call each implementation separately so we know which plugin registered what
+        hook = getattr(pm.hook, hook_name)
+        # call each plugin's implementation on its own (still through pluggy, so tracing and
+        # hook monitoring see the call) so we know which plugin registered what
         for impl in hook.get_hookimpls():
             owner = plugin_name(pm, impl.plugin)
+            others = [p for p in pm.get_plugins() if p is not impl.plugin]
+            call = pm.subset_hook_caller(hook_name, remove_plugins=others)
 
             def register(name: str, factory: Any, *, options: type | None = None,
                          _owner: str = owner, _kind: str = kind, _target: dict = target) -> None:
@@ -169,7 +180,7 @@ def collect_registry(pm: pluggy.PluginManager) -> Registry:
                     raise DuplicateNameError(_kind, name, _target[name].plugin, _owner)
                 _target[name] = Registration(_kind, name, factory, options, _owner)
 
-            impl.function(*[register for _ in impl.argnames])
+            call(register=register)
     return registry
 
 

@@ -239,9 +239,11 @@ class EventStore(abc.ABC):
 
     @abc.abstractmethod
     async def ensure_group(self, subscription: str, group: str, *,
-                           start: int | None = None) -> None:
+                           start: int | None = None, filter: ClaimFilter | None = None) -> None:
         """Create the delivery group if missing. A new group's cursor starts at ``start``
-        (a sequence) or, when None, at the oldest retained event. Existing groups are kept."""
+        (a sequence) or, when None, at the oldest retained event. Existing groups are kept.
+        ``filter`` is the filter its claims pass (what the group holds): retention uses it to
+        know which removed events the group had not settled."""
 
     @abc.abstractmethod
     async def delete_group(self, subscription: str, group: str) -> None:
@@ -279,6 +281,15 @@ class EventStore(abc.ABC):
         ``unseen``: ids among them that were claimed but never handed to the consumer's code
         (a cancelled claim, a prefetch): their claim does not count as a delivery attempt, so
         releasing them again and again cannot dead-letter an event no code has seen."""
+
+    async def extend(self, subscription: str, group: str, consumer_id: str,
+                     event_ids: Sequence[str], *, visibility_timeout: float) -> list[str]:
+        """Move the visibility deadline of events held by ``consumer_id`` to
+        ``now + visibility_timeout`` (a consumer still working on them, or holding them in its
+        buffer). Returns the ids it does not hold (any more): those may be with another
+        consumer now. A store that cannot extend raises NotImplementedError (the engine then
+        lets deadlines run as claimed)."""
+        raise NotImplementedError
 
     @abc.abstractmethod
     async def wait_for_change(self, subscription: str, group: str, version: int,

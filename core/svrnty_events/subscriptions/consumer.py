@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import DeliverySemantics, StreamType, SubscriptionConfig
 from ..errors import ConsumerClosedError, StoreUnavailableError, UnknownDeliveryError
 from ..events import partition_of
+from ..modes import Mode
 from ..store import SHARED_GROUP, ClaimFilter, Claimed, partition_group
 from .delivery import Delivery, check_delay
 
@@ -84,11 +85,20 @@ class Consumer:
         self._last_seen = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._deferred_acks: list[Delivery] = []
-        self._deferred_since = 0.0
+        #: deferred acks waited ACK_FLUSH_INTERVAL: send them with the next hand-over
+        self.flush_due = False
+        #: prefetched deliveries waited half their visibility timeout: extend them first
+        self.refresh_due = False
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._refresh_timer: asyncio.TimerHandle | None = None
         self._claims: set[asyncio.Future[Any]] = set()
+        self._can_extend = True
         self._groups: set[str] = {group}  # every group this consumer claimed from
         self._rotation = 0
         mode = runtime.mode
+        # the mode hears of each delivery and settlement (base Mode methods do nothing)
+        self._tracking = type(mode).delivered is not Mode.delivered or \
+            type(mode).settled is not Mode.settled
         self._partitioned = not private and mode.partitioned
         # any consumer may take any event of the group: wait in the relay (see the runtime)
         self._relay = not private and not mode.partitioned
@@ -127,7 +137,20 @@ class Consumer:
             partition=partition_of(correlation, partitions)
             if correlation is not None and partitions > 1 else None)}
 
+    def groups(self) -> list[tuple[str, ClaimFilter | None]]:
+        """Every delivery group this consumer may claim from, with the filter it passes."""
+        if self._partitioned:
+            return [(partition_group(p), f) for p, f in self._filters.items()]
+        return [(self.group, self._filters[-1])]
+
     # --- liveness ------------------------------------------------------------------------------
+
+    def stop_heartbeat(self) -> None:
+        for name in ("_timer", "_flush_timer", "_refresh_timer"):
+            timer = getattr(self, name)
+            if timer is not None:
+                timer.cancel()
+                setattr(self, name, None)
 
     def heartbeat(self) -> None:
         """Note the consumer is alive. Any fetch, ack or nack counts as one too."""
@@ -170,11 +193,14 @@ class Consumer:
         ``max_events``). False on ``timeout`` or once completed with nothing left to hand
         over. Raises ConsumerClosedError once closed."""
         self._raise_if_closed()
+        loop = asyncio.get_running_loop()
         if self.prefetched:
-            return True
+            if self.refresh_due:
+                await self._refresh_prefetched()
+            if self.prefetched:
+                return True
         if self.completed:
             return False
-        loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         if self._deferred_acks:
             await self.flush_acks()
@@ -314,6 +340,7 @@ class Consumer:
         leftover: dict[str, list[str]] = {}
         terminal = self.terminal_event_types
         closed = self.closed
+        now = asyncio.get_running_loop().time()
         for group, claimed in taken:
             for c in claimed:
                 if self.completed or closed:
@@ -321,7 +348,7 @@ class Consumer:
                 elif max_attempts and c.attempt > max_attempts:
                     expired.append((group, c))
                 else:
-                    d = Delivery(c.event, c.attempt, self, group)
+                    d = Delivery(c.event, c.attempt, self, group, now)
                     if terminal and c.event.type in terminal:
                         d.terminal = True
                         self.completed = True
@@ -330,8 +357,11 @@ class Consumer:
             held = self.held
             for d in deliveries:
                 held[d.record.id] = d
-                mode.delivered(me, d.record)
+            if self._tracking and deliveries:
+                mode.delivered(me, [d.record for d in deliveries])
             self.prefetched.extend(deliveries)
+            if deliveries:
+                self._arm_refresh()
         for group, ids in leftover.items():  # never seen by code: no attempt counted
             await self._quietly(store.release(sub, group, me, event_ids=ids, unseen=ids),
                                 "release")
@@ -365,6 +395,67 @@ class Consumer:
     def _raise_if_closed(self) -> None:
         if self.closed:
             raise ConsumerClosedError(self.close_reason or "consumer is closed")
+
+    def _arm_refresh(self) -> None:
+        if self._refresh_timer is None and self._can_extend and not self.closed:
+            self._refresh_timer = asyncio.get_running_loop().call_later(
+                self.runtime.config.visibility_timeout / 2, self._refresh_timer_fired)
+
+    def _refresh_timer_fired(self) -> None:
+        self._refresh_timer = None
+        if self.prefetched:
+            self.refresh_due = True
+
+    async def _refresh_prefetched(self) -> None:
+        """Deliveries waited half their visibility timeout in the buffer (the loop body is
+        slow): extend them all, so none is redelivered elsewhere before this consumer's code
+        sees it. Those the store says are not ours any more are dropped unseen."""
+        self.refresh_due = False
+        try:
+            lost = await self._extend(list(self.prefetched))
+        except NotImplementedError:
+            self._can_extend = False
+            return
+        if self.prefetched:
+            self._arm_refresh()
+        if lost:
+            gone = [d for d in self.prefetched if d.record.id in lost]
+            for d in gone:
+                self.prefetched.remove(d)
+                if self.held.get(d.record.id) is d:
+                    del self.held[d.record.id]
+                d.settled = True
+            log.warning("%s/%s: %d prefetched event(s) passed their visibility deadline "
+                        "before the consumer's code got to them; they are redelivered",
+                        self.subscription, self.consumer_id, len(gone))
+            self._settled(gone)
+
+    async def _extend(self, deliveries: list[Delivery]) -> set[str]:
+        """Extend the deadlines of ``deliveries``; returns the ids no longer held."""
+        by_group: dict[str, list[Delivery]] = {}
+        for d in deliveries:
+            by_group.setdefault(d.group, []).append(d)
+        now = asyncio.get_running_loop().time()
+        timeout = self.runtime.config.visibility_timeout
+        lost: set[str] = set()
+        for group, ds in by_group.items():
+            lost.update(await self._store.extend(self.subscription, group, self.consumer_id,
+                                                 [d.record.id for d in ds],
+                                                 visibility_timeout=timeout))
+            for d in ds:
+                d.claimed_at = now
+        return lost
+
+    async def extend(self, event_ids: Iterable[str]) -> None:
+        """Extend the visibility deadline of held events (``Delivery.in_progress``). Ids the
+        consumer does not hold, or the store no longer gives it, raise UnknownDeliveryError."""
+        self._last_seen = asyncio.get_running_loop().time()
+        by_group, unknown = self._held_by_group(event_ids)
+        ds = [d for group in by_group.values() for d in group]
+        if ds:
+            unknown += sorted(await self._extend(ds))
+        if unknown and self._semantics != DeliverySemantics.AT_MOST_ONCE:
+            raise UnknownDeliveryError(unknown)
 
     # --- settle --------------------------------------------------------------------------------
 
@@ -428,23 +519,26 @@ class Consumer:
                                               read=True)
 
     def ack_later(self, delivery: Delivery) -> None:
-        """Ack ``delivery`` soon, in one batch with others (see :meth:`flush_due`): how the
-        in-process iterator auto-acks without a store round trip per event."""
+        """Ack ``delivery`` soon, in one batch with others: with the next claim, or once
+        ``flush_due`` (``ACK_FLUSH_INTERVAL`` after the first deferred one): how the in-process
+        iterator auto-acks without a store round trip per event, and without holding the acks
+        of a slow loop body for a whole batch."""
         if not delivery.settled and self.held.get(delivery.record.id) is delivery:
-            if not self._deferred_acks:
-                self._deferred_since = asyncio.get_running_loop().time()
+            if not self._deferred_acks and self._flush_timer is None:
+                self._flush_timer = asyncio.get_running_loop().call_later(
+                    ACK_FLUSH_INTERVAL, self._flush_timer_fired)
             self._deferred_acks.append(delivery)
 
-    @property
-    def flush_due(self) -> bool:
-        """Whether deferred acks should go now: the oldest waited ``ACK_FLUSH_INTERVAL``, or
-        they are half the window."""
-        deferred = self._deferred_acks
-        return bool(deferred) and (
-            len(deferred) * 2 >= self.window
-            or asyncio.get_running_loop().time() - self._deferred_since >= ACK_FLUSH_INTERVAL)
+    def _flush_timer_fired(self) -> None:
+        self._flush_timer = None
+        if self._deferred_acks:
+            self.flush_due = True
 
     async def flush_acks(self) -> None:
+        self.flush_due = False
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
         deferred, self._deferred_acks = self._deferred_acks, []
         ids = [d.record.id for d in deferred if self.held.get(d.record.id) is d and not d.settled]
         if ids:
@@ -492,11 +586,8 @@ class Consumer:
                                           read=True)
 
     def _settled(self, deliveries: list[Delivery]) -> None:
-        mode = self.runtime.mode
-        wake = False
-        for d in deliveries:
-            wake |= mode.settled(self.consumer_id, d.record)
-        if wake:
+        if self._tracking and self.runtime.mode.settled(self.consumer_id,
+                                                        [d.record for d in deliveries]):
             self.engine.changed(self.runtime)
         self._room.set()
 
@@ -504,7 +595,18 @@ class Consumer:
 
     async def close(self, reason: str = "closed") -> None:
         """Unregister: held events go back for redelivery now (those no code saw without an
-        attempt counted). May be called twice."""
+        attempt counted). May be called twice. A cancelled close still finishes (in the
+        background, awaited when the host stops)."""
+        if self.closed:
+            return
+        task = asyncio.ensure_future(self._close(reason))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            self.engine.spawn(task)
+            raise
+
+    async def _close(self, reason: str) -> None:
         if self.closed:
             return
         if self._deferred_acks:
@@ -514,9 +616,7 @@ class Consumer:
             return
         self.closed = True  # from now on a claim that lands gives its events back itself
         self.close_reason = reason
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.stop_heartbeat()
         self._room.set()
         held = list(self.held.values())
         self.held.clear()
@@ -544,9 +644,8 @@ class Consumer:
         finally:
             # whatever failed above, the consumer is gone: the mode must know. Events a failed
             # release left in flight still count as held by it until their deadlines pass.
-            if released:
-                for d in held:
-                    runtime.mode.settled(self.consumer_id, d.record)
+            if released and held:
+                runtime.mode.settled(self.consumer_id, [d.record for d in held])
             if self.consumer_id not in runtime.consumers:
                 runtime.mode.leave(self.consumer_id)
                 if not self.private:

@@ -28,15 +28,18 @@ def check_delay(delay: float | None) -> None:
 class Delivery:
     """One hand-over of an event to a consumer."""
 
-    __slots__ = ("record", "attempt", "consumer", "group", "settled", "terminal", "_event")
+    __slots__ = ("record", "attempt", "consumer", "group", "settled", "terminal", "claimed_at",
+                 "_event")
 
     def __init__(self, record: RecordedEvent, attempt: int, consumer: Consumer,
-                 group: str) -> None:
+                 group: str, claimed_at: float = 0.0) -> None:
         self.record = record
         self.attempt = attempt
         self.consumer = consumer
         #: the delivery group the event was claimed from (a partition's, in consumer_group)
         self.group = group
+        #: when (loop time) its visibility deadline was last set: claimed or extended
+        self.claimed_at = claimed_at
         self.settled = False
         self.terminal = False
         self._event: Any = None
@@ -107,6 +110,13 @@ class Delivery:
         queue with ``reason`` and ``error``. Raises ValueError for a delay that is not a
         finite number of seconds >= 0."""
         await self.consumer.nack(self.record.id, delay=delay, reason=reason, error=error)
+
+    async def in_progress(self) -> None:
+        """Say the consumer is still working on the event: its visibility deadline moves to a
+        full ``visibility_timeout`` from now (JetStream's +WPI), so a slow loop body does not
+        see it redelivered elsewhere. Raises UnknownDeliveryError if the consumer no longer
+        holds it (its deadline had passed and another consumer may have it)."""
+        await self.consumer.extend((self.record.id,))
 
     async def dead_letter(self, reason: str, error: str | None = None) -> None:
         """Send the event to the dead-letter queue now (a permanent failure: retrying cannot

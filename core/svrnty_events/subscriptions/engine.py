@@ -20,7 +20,7 @@ from ..errors import (
 )
 from ..events import EventTypes, type_names
 from ..modes import Mode
-from ..store import SHARED_GROUP, ChangeNotifier, EventStore, partition_group, wait_until_resolved
+from ..store import SHARED_GROUP, ChangeNotifier, EventStore, wait_until_resolved
 from .consumer import Consumer
 from .sync import sync_loop
 
@@ -178,19 +178,20 @@ class SubscriptionEngine:
             group, private = SHARED_GROUP, False
         else:
             group, private = consumer_id, True
-        begin = await self._start_sequence(runtime, start)
-        if shared and runtime.mode.partitioned:
-            for partition in range(runtime.stream.partitions):
-                await self.store.ensure_group(subscription, partition_group(partition),
-                                              start=begin)
-        else:
-            await self.store.ensure_group(subscription, group, start=begin)
         consumer = Consumer(
             self, runtime, consumer_id, group=group, private=private,
             correlation_id=correlation_id, event_types=own_types,
             terminal_event_types=terminal,
             window=window if window is not None else config.window,
             metadata=dict(metadata or {}), heartbeat_timeout=heartbeat_timeout)
+        begin = await self._start_sequence(runtime, start)
+        try:
+            for group_name, claim_filter in consumer.groups():
+                await self.store.ensure_group(subscription, group_name, start=begin,
+                                              filter=claim_filter)
+        except BaseException:
+            consumer.stop_heartbeat()
+            raise
         runtime.consumers[consumer_id] = consumer
         if not private:
             runtime.mode.join(consumer_id)

@@ -85,7 +85,8 @@ class Subscriber:
             consumer.ack_later(last)
             if consumer.flush_due:
                 await consumer.flush_acks()
-        if not consumer.prefetched:
+        prefetched = consumer.prefetched
+        if not prefetched or consumer.refresh_due:
             try:
                 ready = await consumer.wait_ready()
             except ConsumerClosedError:
@@ -93,7 +94,7 @@ class Subscriber:
             if not ready:  # completed at a terminal event
                 await consumer.close("completed")
                 raise StopAsyncIteration
-        self._last = consumer.prefetched.popleft()
+        self._last = prefetched.popleft()
         return self._last
 
     async def next(self, timeout: float | None = None) -> Delivery | None:

@@ -950,6 +950,54 @@ class EngineSemantics(_Kit):
             assert any(len(c) > 1 for c in taken_by.values())  # partitions moved
             assert await host.dead_letters("sub") == []
 
+    # --- slow loop bodies ------------------------------------------------------------------------
+
+    async def test_slow_loop_bodies_with_automatic_acks_process_nothing_twice(self, make):
+        """Two consumers, a window of 20, a visibility timeout shorter than the time a buffered
+        event waits for the loop body: nothing is redelivered (acks go once the loop asks for
+        the next event; buffered events have their deadlines extended)."""
+        streaming = make(subscriptions={"sub": {"mode": "exclusive", "window": 20,
+                                                "visibility_timeout": 0.5}})
+        total = 100
+        async with streaming.run() as host:
+            await host.publish("s", ticks("s", total), external=False)
+            processed: Counter[int] = Counter()
+
+            async def worker(cid: str) -> None:
+                async with host.subscribe("sub", cid) as deliveries:
+                    while sum(processed.values()) < total:
+                        d = await deliveries.next(timeout=0.2)
+                        if d is not None:
+                            processed[d.event.n] += 1
+                            await asyncio.sleep(0.05)  # the loop body's work
+
+            await within(asyncio.gather(worker("a"), worker("b")), 60)
+            assert sorted(processed) == list(range(total))
+            assert [n for n, k in processed.items() if k > 1] == []  # 0 duplicates
+            assert await host.dead_letters("sub") == []
+
+    async def test_in_progress_keeps_a_slow_event_from_being_redelivered(self, make):
+        streaming = make(subscriptions={"sub": {"mode": "exclusive",
+                                                "visibility_timeout": 0.4}})
+        async with streaming.run() as host:
+            await host.publish("s", ticks("s", 1), external=False)
+            slow = await host.open_consumer("sub", "slow")
+            other = await host.open_consumer("sub", "other")
+            [d] = await collect(slow, 1, ack=False)
+            for _ in range(4):  # 4 x 0.2 s of work: twice the visibility timeout
+                await asyncio.sleep(0.2)
+                await d.in_progress()
+            assert await other.fetch(timeout=0.1) == []  # never redelivered meanwhile
+            await d.ack()
+            assert await other.fetch(timeout=0.5) == []
+            # once the deadline passed and another consumer took it, in_progress says so
+            await host.publish("s", ticks("s", 1, start=1), external=False)
+            [late] = await collect(slow, 1, ack=False)
+            [again] = await collect(other, 1, ack=False, timeout=5)
+            assert again.id == late.id and again.attempt == 2
+            with pytest.raises(UnknownDeliveryError):
+                await late.in_progress()
+
 
 class StoreConformance(StorePrimitives, EngineSemantics):
     """Both layers, run against the store named by the ``event_store_config`` fixture."""

@@ -138,7 +138,7 @@ class EventServicer(pb_grpc.EventServiceServicer):
         if self.stopping.is_set():
             await context.abort(grpc.StatusCode.UNAVAILABLE, "server is stopping; retry")
         try:
-            config = self.host.engine.runtime(req.subscription).config
+            config = self.host.subscription_config(req.subscription)
             return await self.host.open_consumer(
                 req.subscription, req.consumer_id,
                 correlation_id=req.correlation_id if req.HasField("correlation_id") else None,
@@ -160,11 +160,11 @@ class EventServicer(pb_grpc.EventServiceServicer):
     async def _serve(self, req: pb.Subscribe, consumer: Consumer,
                      context: grpc.aio.ServicerContext) -> str:
         """Run the sender and the reader of one stream until one ends; return why."""
-        config = consumer.runtime.config
+        config = consumer.config
         batch_size = min(req.max_batch_size or self.options.max_batch, self.options.max_batch)
         await context.write(pb.SubscribeResponse(subscribed=pb.Subscribed(
             subscription=consumer.subscription, consumer_id=consumer.consumer_id,
-            stream=consumer.runtime.stream.name, window=consumer.window,
+            stream=consumer.stream, window=consumer.window,
             max_batch_size=batch_size, heartbeat_timeout_seconds=config.heartbeat_timeout)))
         settled = asyncio.Event()
         batched = req.delivery_mode == pb.DELIVERY_MODE_BATCHED
@@ -264,7 +264,7 @@ class EventServicer(pb_grpc.EventServiceServicer):
                     event_type=terminal.type if terminal else "")))
                 # let the consumer settle what it holds (the terminal event among them) before
                 # the stream ends; it may also unsubscribe, which ends the reader
-                timeout = consumer.runtime.config.visibility_timeout
+                timeout = consumer.config.visibility_timeout
                 deadline = loop.time() + timeout
                 while consumer.held and not reader.done():
                     settled.clear()
@@ -300,13 +300,8 @@ class EventServicer(pb_grpc.EventServiceServicer):
             await context.write(pb.SubscribeResponse(events=pb.EventBatch(events=chunk)))
 
     async def _close(self, consumer: Consumer, reason: str) -> None:
-        task = asyncio.ensure_future(consumer.close(reason))
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            # cancelled again while releasing: the engine owns the rest (awaited on host stop)
-            self.host.engine.spawn(task)
-            raise
+        # a cancelled close still finishes: the engine owns the rest (awaited on host stop)
+        await consumer.close(reason)
 
     # --- Publish -----------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import logging
 import time
 from bisect import bisect_left
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 
 import msgspec
 
-from svrnty_events.config import StreamConfig, StreamType, SubscriptionConfig
+from svrnty_events.config import RetentionPolicy, StreamConfig, StreamType, SubscriptionConfig
 from svrnty_events.errors import ConcurrencyError, UnknownStreamError, UnknownSubscriptionError
 from svrnty_events.events import RecordedEvent, partition_of, utcnow
 from svrnty_events.store import (
@@ -97,6 +98,10 @@ class _Group:
     # heap of (deadline, claim number, event ids claimed together), lazily cleaned
     deadlines: list[tuple[float, int, list[str]]] = field(default_factory=list)
     claims: int = 0
+    #: what the group holds (the filter its claims pass)
+    filter: ClaimFilter | None = None
+    #: events in flight when retention removed them from the log: kept until settled
+    kept: dict[int, RecordedEvent] = field(default_factory=dict)
     #: deliveries so far of events that are not in flight now (released, nacked, expired)
     attempts: dict[int, int] = field(default_factory=dict)
     reasons: dict[int, str] = field(default_factory=dict)
@@ -129,6 +134,7 @@ class MemoryStore(EventStore):
     persistent streams kept in memory (full history, read from an offset, replay)."""
 
     capabilities = Capabilities(durable=False, idempotent_append=True, shared=False)
+    _retention_log = logging.getLogger("svrnty_events.retention")
 
     def __init__(self, options: MemoryStoreOptions | None = None) -> None:
         self.options = options or MemoryStoreOptions()
@@ -207,21 +213,100 @@ class MemoryStore(EventStore):
     def _apply_retention(self, s: _Stream) -> None:
         cfg = s.config
         limit = cfg.retention_max_count or self.options.max_events_per_stream
+        new_base = s.base
         if limit and len(s.events) > limit:
-            s.trim_to(s.next_sequence - limit)
+            new_base = s.next_sequence - limit
         if cfg.retention_max_age is not None and s.events:
+            # the oldest events, up to the first one that is not too old: timestamps may come
+            # out of order (an event's own time), and a fresh event is never dropped for an
+            # older one appended after it (that one goes once the events before it went)
             cutoff = utcnow() - timedelta(seconds=cfg.retention_max_age)
-            if s.events[0].timestamp < cutoff:
-                lo, hi = 0, len(s.events)
-                while lo < hi:  # events are in timestamp order
-                    mid = (lo + hi) // 2
-                    if s.events[mid].timestamp < cutoff:
-                        lo = mid + 1
-                    else:
-                        hi = mid
-                s.trim_to(s.base + lo)
+            events, k = s.events, new_base - s.base
+            while k < len(events) and events[k].timestamp < cutoff:
+                k += 1
+            new_base = s.base + k
+        if new_base > s.base:
+            self._retire(s, new_base)
         if cfg.type == StreamType.EPHEMERAL and len(s.events) >= 1024:
             self._trim_acked(s)
+
+    def _retire(self, s: _Stream, new_base: int) -> None:
+        """Retention removes the events below ``new_base``: what a group had not settled is
+        dead-lettered in it (reason "retention"), or, with the keep_unsettled policy, kept."""
+        if s.config.retention_policy == RetentionPolicy.KEEP_UNSETTLED:
+            for sub in s.subscriptions:
+                for g in sub.groups.values():
+                    new_base = min(new_base, self._unsettled_floor(s, g, new_base))
+            if new_base <= s.base:
+                return
+            s.trim_to(new_base)
+            return
+        now = utcnow()
+        for sub in s.subscriptions:
+            lost = 0
+            for name, g in sub.groups.items():
+                lost += self._dead_letter_retired(s, sub, name, g, new_base, now)
+            if lost:
+                self._retention_log.warning(
+                    "stream %s: retention removed %d event(s) that subscription %s had not "
+                    "settled; they are in its dead-letter queue (reason: retention)",
+                    s.config.name, lost, sub.config.name)
+        s.trim_to(new_base)
+
+    @staticmethod
+    def _unsettled_floor(s: _Stream, g: _Group, new_base: int) -> int:
+        """The oldest sequence below ``new_base`` that ``g`` has not settled (else new_base)."""
+        f = g.filter
+        low = new_base
+        for seq in range(max(g.cursor, s.base), new_base):
+            e = s.events[seq - s.base]
+            if f is None or f.matches(e):
+                low = seq
+                break
+        for seq in [*g.available, *(q for _, q in g.delayed),
+                    *(x.sequence for x in g.inflight.values())]:
+            low = min(low, seq) if seq >= s.base else low
+        return low
+
+    def _dead_letter_retired(self, s: _Stream, sub: _Subscription, name: str, g: _Group,
+                             new_base: int, now: datetime) -> int:
+        f = g.filter
+        count = 0
+
+        def bury(seq: int, reason_attempts: int) -> None:
+            nonlocal count
+            e = s.get(seq)
+            if e is None:
+                return
+            sub.dead[(name, e.id)] = DeadLetter(
+                event=e, subscription=sub.config.name, group=name, consumer_id="",
+                reason="retention", attempts=reason_attempts, dead_lettered_at=now,
+                error=g.reasons.get(seq))
+            self._forget(g, seq)
+            count += 1
+
+        start = max(g.cursor, s.base)
+        for seq in range(start, new_base):  # never read by the group
+            if f is None or f.matches(s.events[seq - s.base]):
+                bury(seq, 0)
+        if g.cursor < new_base:
+            g.cursor = new_base
+        if any(q < new_base for q in g.available):
+            for q in [q for q in g.available if q < new_base]:
+                bury(q, g.attempts.get(q, 0))
+            g.available = [q for q in g.available if q >= new_base]
+            heapq.heapify(g.available)
+        if any(q < new_base for _, q in g.delayed):
+            for _, q in [x for x in g.delayed if x[1] < new_base]:
+                bury(q, g.attempts.get(q, 0))
+            g.delayed = [x for x in g.delayed if x[1] >= new_base]
+            heapq.heapify(g.delayed)
+        for x in g.inflight.values():  # with a consumer now: kept until settled
+            if x.sequence < new_base and x.sequence not in g.kept:
+                e = s.get(x.sequence)
+                if e is not None:
+                    g.kept[x.sequence] = e
+        return count
 
     def _trim_acked(self, s: _Stream) -> None:
         """Ephemeral streams: drop events every subscription has settled."""
@@ -274,12 +359,14 @@ class MemoryStore(EventStore):
         stream.subscriptions.append(sub)
 
     async def ensure_group(self, subscription: str, group: str, *,
-                           start: int | None = None) -> None:
+                           start: int | None = None, filter: ClaimFilter | None = None) -> None:
         sub = self._sub(subscription)
-        if group not in sub.groups:
+        g = sub.groups.get(group)
+        if g is None:
             base = sub.stream.base
             begin = max(start, base) if start is not None else max(sub.floor, base)
-            sub.groups[group] = _Group(cursor=begin)
+            g = sub.groups[group] = _Group(cursor=begin)
+        g.filter = filter
 
     async def delete_group(self, subscription: str, group: str) -> None:
         sub = self._sub(subscription)
@@ -312,11 +399,12 @@ class MemoryStore(EventStore):
             claimed.append(Claimed(e, attempt, reasons.get(seq) if reasons else None))
 
         # 1. events waiting for redelivery, oldest first (they passed the filter before)
+        g.filter = filter
         available = g.available
         while available and len(claimed) < max_count:
             seq = heapq.heappop(available)
-            e = s.get(seq)
-            if e is None:  # trimmed by retention meanwhile
+            e = s.get(seq) or g.kept.get(seq)
+            if e is None:  # trimmed by retention meanwhile (and dead-lettered then)
                 self._forget(g, seq)
             else:
                 take(seq, e)
@@ -328,9 +416,13 @@ class MemoryStore(EventStore):
         if room > 0 and g.cursor < end:
             base, events = s.base, s.events
             if filter is None or filter.empty:
+                # new events: first hand-over, no reason yet
                 stop = min(end, g.cursor + room)
                 for seq in range(g.cursor, stop):
-                    take(seq, events[seq - base])
+                    e = events[seq - base]
+                    inflight[e.id] = _InFlight(seq, consumer_id, deadline, 1)
+                    ids.append(e.id)
+                    claimed.append(Claimed(e, 1))
                 g.cursor = stop
             elif filter.partition is not None and s.parts is not None:
                 part = s.parts[filter.partition]  # that partition's events only
@@ -401,6 +493,8 @@ class MemoryStore(EventStore):
     def _forget(g: _Group, seq: int) -> None:
         g.attempts.pop(seq, None)
         g.reasons.pop(seq, None)
+        if g.kept:
+            g.kept.pop(seq, None)
 
     async def ack(self, subscription: str, group: str, consumer_id: str,
                   event_ids: Sequence[str]) -> list[str]:
@@ -415,6 +509,8 @@ class MemoryStore(EventStore):
             del inflight[event_id]
             if g.reasons:
                 g.reasons.pop(f.sequence, None)
+            if g.kept:
+                g.kept.pop(f.sequence, None)
         self._acks_since_trim += len(event_ids)
         if self._acks_since_trim >= 4096:
             self._acks_since_trim = 0
@@ -438,6 +534,26 @@ class MemoryStore(EventStore):
         self._requeue(g, event_id, time.time() + delay if delay > 0 else None)
         sub.stream.notifier.bump()
         return True
+
+    async def extend(self, subscription: str, group: str, consumer_id: str,
+                     event_ids: Sequence[str], *, visibility_timeout: float) -> list[str]:
+        sub, g = self._group(subscription, group)
+        now = time.time()
+        self._expire(g, now)
+        deadline = now + visibility_timeout
+        missing: list[str] = []
+        extended: list[str] = []
+        for event_id in event_ids:
+            f = g.inflight.get(event_id)
+            if f is None or f.consumer != consumer_id:
+                missing.append(event_id)
+            else:
+                f.deadline = deadline
+                extended.append(event_id)
+        if extended:
+            g.claims += 1
+            heapq.heappush(g.deadlines, (deadline, g.claims, extended))
+        return missing
 
     async def release(self, subscription: str, group: str, consumer_id: str, *,
                       event_ids: Sequence[str] | None = None,
@@ -479,7 +595,7 @@ class MemoryStore(EventStore):
         f = g.inflight.pop(event_id, None)
         if f is None:
             return False
-        e = sub.stream.get(f.sequence)
+        e = sub.stream.get(f.sequence) or g.kept.get(f.sequence)
         self._forget(g, f.sequence)
         if e is None:
             return False
