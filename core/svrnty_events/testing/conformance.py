@@ -998,6 +998,77 @@ class EngineSemantics(_Kit):
             with pytest.raises(UnknownDeliveryError):
                 await late.in_progress()
 
+    # --- retention never loses an event silently -------------------------------------------------
+
+    async def _drain(self, consumer: Any, timeout: float = 1.0) -> list[Delivery]:
+        out: list[Delivery] = []
+        while True:
+            batch = await consumer.fetch(timeout=timeout)
+            if not batch:
+                return out
+            await consumer.ack([d.id for d in batch])
+            out += batch
+
+    async def test_count_retention_dead_letters_what_a_lagging_subscription_had_not_settled(
+            self, make, caplog):
+        streaming = make(subscriptions={"sub": {"mode": "exclusive", "redelivery_delay": 0.0}},
+                         retention_max_count=100)
+        async with streaming.run() as host:
+            consumer = await host.open_consumer("sub", "lagging")
+            await host.publish("s", ticks("s", 10), external=False)
+            held = await collect(consumer, 10, ack=False)  # in flight while retention runs
+            with caplog.at_level("WARNING", logger="svrnty_events.retention"):
+                for i in range(10, 1000, 100):
+                    await host.publish("s", ticks("s", 100, start=i), external=False)
+            for d in held:  # nacked after their events left the log: they still come back
+                await d.nack(delay=0.0)
+            delivered = await self._drain(consumer)
+            dead = await host.dead_letters("sub")
+            assert {d.reason for d in dead} == {"retention"}
+            got = Counter([d.event.n for d in delivered] + [d.event.decode().n for d in dead])
+            assert sorted(got) == list(range(1010)) and set(got.values()) == {1}  # 0 gone
+            assert len(dead) >= 800  # the lagging group's unread events were dead-lettered
+            assert sorted(d.event.n for d in held) == sorted(
+                d.event.n for d in delivered if d.event.n < 10)
+            assert "retention removed" in caplog.text and "dead-letter queue" in caplog.text
+
+    async def test_age_retention_dead_letters_unread_events_and_keeps_fresh_ones(self, make):
+        streaming = make(subscriptions={"sub": {"mode": "exclusive"}}, retention_max_age=60.0)
+        async with streaming.run() as host:
+            consumer = await host.open_consumer("sub", "lagging")
+            old = utcnow() - timedelta(hours=1)
+            stale = [record(ConformanceTick(n=n), stream="s", correlation_id="wf-1",
+                            timestamp=old) for n in range(200)]
+            await host.publish("s", stale, external=False)
+            # fresh ones, then one stamped long ago among them (its own timestamp), then more
+            await host.publish("s", ticks("s", 50, start=200), external=False)
+            await host.publish("s", [record(ConformanceTick(n=250), stream="s",
+                                            correlation_id="wf-1", timestamp=old)],
+                               external=False)
+            await host.publish("s", ticks("s", 100, start=251), external=False)
+            delivered = await self._drain(consumer)
+            dead = await host.dead_letters("sub")
+            got = Counter([d.event.n for d in delivered] + [d.event.decode().n for d in dead])
+            assert sorted(got) == list(range(351)) and set(got.values()) == {1}  # 0 gone
+            fresh = set(range(200, 351)) - {250}
+            assert fresh <= {d.event.n for d in delivered}  # no fresh event was dropped
+            assert all(d.reason == "retention" for d in dead) and len(dead) >= 200
+
+    async def test_keep_unsettled_retention_keeps_what_a_group_has_not_settled(self, make):
+        streaming = make(subscriptions={"sub": {"mode": "exclusive"}},
+                         retention_max_count=100, retention_policy="keep_unsettled")
+        async with streaming.run() as host:
+            consumer = await host.open_consumer("sub", "lagging")
+            for i in range(0, 1000, 100):
+                await host.publish("s", ticks("s", 100, start=i), external=False)
+            delivered = await self._drain(consumer)
+            assert sorted(d.event.n for d in delivered) == list(range(1000))
+            assert await host.dead_letters("sub") == []
+            await host.publish("s", ticks("s", 1, start=1000), external=False)
+            assert len(await self._drain(consumer)) == 1
+            info = await host.stream_info("s")
+            assert info.length <= 101  # settled events go as the limit says
+
 
 class StoreConformance(StorePrimitives, EngineSemantics):
     """Both layers, run against the store named by the ``event_store_config`` fixture."""

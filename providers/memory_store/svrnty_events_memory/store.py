@@ -13,6 +13,7 @@ import logging
 import time
 from bisect import bisect_left
 from collections.abc import Sequence
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -39,20 +40,40 @@ class MemoryStoreOptions(msgspec.Struct, forbid_unknown_fields=True):
     #: bound on events kept per stream when the stream sets no retention of its own
     #: (oldest dropped first, even if undelivered); 0 = unbounded
     max_events_per_stream: int = 0
+    #: seconds a workflow stays known (for continuations and expected versions) once the
+    #: stream retains none of its events; then what is kept for it is dropped and a
+    #: continuation is refused (UnknownWorkflowError). 0 = at once
+    forget_workflows_after: float = 3600.0
 
 
 class _Stream:
-    def __init__(self, config: StreamConfig) -> None:
+    def __init__(self, config: StreamConfig, forget_after: float = 3600.0) -> None:
         self.config = config
         self.events: list[RecordedEvent] = []
         self.base = 0  # sequence of events[0]
         self.ids: dict[str, int] = {}
         self.versions: dict[str, int] = {}
+        #: retained events per correlation id, and the workflows with none since when
+        #: (time.monotonic()), oldest first: forgotten after ``forget_after`` seconds
+        self.retained: dict[str, int] = {}
+        self.idle: OrderedDict[str, float] = OrderedDict()
+        self.forget_after = forget_after
+        self.removed = 0  # events trimmed since the dicts were last compacted
         self.notifier = ChangeNotifier()
         self.subscriptions: list[_Subscription] = []
         #: sequences of each partition's events, oldest first (partitioned streams only)
         self.parts: list[list[int]] | None = \
             [[] for _ in range(config.partitions)] if config.partitions > 1 else None
+
+    def forget_idle(self, now: float) -> None:
+        """Drop what is kept for workflows with no retained event for ``forget_after``."""
+        idle, versions, limit = self.idle, self.versions, now - self.forget_after
+        while idle:
+            corr, since = next(iter(idle.items()))
+            if since > limit:
+                break
+            del idle[corr]
+            versions.pop(corr, None)
 
     @property
     def next_sequence(self) -> int:
@@ -69,10 +90,26 @@ class _Stream:
         k = min(sequence - self.base, len(self.events))
         if k <= 0:
             return
+        retained, idle, now = self.retained, self.idle, time.monotonic()
         for e in self.events[:k]:
             self.ids.pop(e.id, None)
+            corr = e.correlation_id
+            left = retained.get(corr, 1) - 1
+            if left > 0:
+                retained[corr] = left
+            else:
+                retained.pop(corr, None)
+                idle[corr] = now
         del self.events[:k]
         self.base += k
+        self.forget_idle(now)
+        # dicts keep their capacity after a burst: copy them once they are mostly empty, so
+        # memory goes back down with the number of retained events
+        self.removed += k
+        if self.removed > 2 * len(self.ids) + 4096:
+            self.removed = 0
+            self.ids, self.versions, self.retained = \
+                dict(self.ids), dict(self.versions), dict(self.retained)
         if self.parts is not None:
             for part in self.parts:
                 if part and part[0] < self.base:
@@ -159,7 +196,7 @@ class MemoryStore(EventStore):
     async def create_stream(self, config: StreamConfig) -> None:
         stream = self._streams.get(config.name)
         if stream is None:
-            self._streams[config.name] = _Stream(config)
+            self._streams[config.name] = _Stream(config, self.options.forget_workflows_after)
             return
         stored = stream.config.partitions
         check_partitions(config.name, stored, config.partitions, has_events=bool(stream.ids))
@@ -198,10 +235,14 @@ class MemoryStore(EventStore):
             out.append(r)
             seq += 1
         # all checks passed: commit the batch at once
-        parts = s.parts
+        parts, retained, idle = s.parts, s.retained, s.idle
         for r in batch_ids.values():
             ids[r.id] = r.sequence
-            versions[r.correlation_id] = versions.get(r.correlation_id, 0) + 1
+            corr = r.correlation_id
+            versions[corr] = versions.get(corr, 0) + 1
+            retained[corr] = retained.get(corr, 0) + 1
+            if idle:
+                idle.pop(corr, None)
             log.append(r)
             if parts is not None:
                 parts[r.partition].append(r.sequence)
@@ -240,6 +281,7 @@ class MemoryStore(EventStore):
             if new_base <= s.base:
                 return
             s.trim_to(new_base)
+            self._sweep_marks(s)
             return
         now = utcnow()
         for sub in s.subscriptions:
@@ -252,6 +294,7 @@ class MemoryStore(EventStore):
                     "settled; they are in its dead-letter queue (reason: retention)",
                     s.config.name, lost, sub.config.name)
         s.trim_to(new_base)
+        self._sweep_marks(s)
 
     @staticmethod
     def _unsettled_floor(s: _Stream, g: _Group, new_base: int) -> int:
@@ -308,6 +351,17 @@ class MemoryStore(EventStore):
                     g.kept[x.sequence] = e
         return count
 
+    @staticmethod
+    def _sweep_marks(s: _Stream) -> None:
+        """Processed marks and receipts of events the stream no longer retains go too (they
+        are only ever asked about retained events: dedup is within retention)."""
+        ids = s.ids
+        for sub in s.subscriptions:
+            if len(sub.processed) > 2 * len(ids) + 1024:
+                sub.processed = {k for k in sub.processed if k.split("@", 1)[0] in ids}
+            if len(sub.receipts) > 2 * len(ids) + 1024:
+                sub.receipts = {k: r for k, r in sub.receipts.items() if k[1] in ids}
+
     def _trim_acked(self, s: _Stream) -> None:
         """Ephemeral streams: drop events every subscription has settled."""
         low = s.next_sequence
@@ -317,6 +371,7 @@ class MemoryStore(EventStore):
             low = min(low, sub.floor)
         if low - s.base >= 512 or low == s.next_sequence:
             s.trim_to(low)
+            self._sweep_marks(s)
 
     async def read(self, stream: str, *, from_sequence: int = 0, limit: int | None = None,
                    correlation_id: str | None = None, event_types: Sequence[str] | None = None,
