@@ -67,9 +67,9 @@ class LedgerStore(MemoryStore):
         return len(self.acked)
 
     async def ensure_group(self, subscription: str, group: str, *,
-                           start: int | None = None) -> None:
+                           start: int | None = None, filter: ClaimFilter | None = None) -> None:
         self.groups.add((subscription, group))
-        await super().ensure_group(subscription, group, start=start)
+        await super().ensure_group(subscription, group, start=start, filter=filter)
 
     async def claim(self, subscription: str, group: str, consumer_id: str, *, max_count: int,
                     visibility_timeout: float, filter: ClaimFilter | None = None) -> ClaimResult:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 from contextlib import AsyncExitStack, suppress
 from typing import Any
 
@@ -223,3 +224,31 @@ def _check_ledger(store: LedgerStore, ids: list[str], crashed: set[str]) -> None
         duplicates += len(claims) - 1
     # a crashed consumer held at most a window of un-acked events
     assert duplicates <= len(crashed) * WINDOW, (duplicates, len(crashed))
+
+
+async def test_frozen_consumer_process_is_dropped_by_its_heartbeat_and_its_events_move():
+    """A consumer process stopped with SIGSTOP after taking its window: the TCP connection stays
+    open, but it sends nothing (no ack, heartbeat or request). It is dropped within twice its
+    heartbeat timeout and what it held goes to another consumer."""
+    streaming = new_streaming()
+    streaming.add_stream("jobs", type="ephemeral")
+    streaming.add_subscription("jobs", "workers", mode="exclusive", window=WINDOW,
+                               visibility_timeout=60.0, heartbeat_timeout=1.0)
+    async with running(streaming) as host:
+        await publish_jobs(host, "jobs", range(200))
+        proc = await start_consumer_process(target(host), "workers", "frozen", window=WINDOW,
+                                            mode="hold")
+        try:
+            held = await read_deliveries(proc, WINDOW)
+            await _in_flight(host, "frozen", WINDOW)
+            proc.send_signal(signal.SIGSTOP)
+            loop = asyncio.get_running_loop()
+            stopped = loop.time()
+            await _gone(host, "frozen", timeout=10)
+            # dropped within 2x its heartbeat timeout (plus room for a busy machine's timers)
+            assert loop.time() - stopped < 2 * 1.0 + 1.0
+            await _redelivered_to_next_consumer(host, {event_id for event_id, _ in held})
+        finally:
+            with suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGCONT)
+            await kill_process(proc)
