@@ -350,6 +350,15 @@ class RemoteDelivery:
         ``reason``."""
         self.subscriber._nack(self, delay, reason)
 
+    async def in_progress(self) -> None:
+        """Say the consumer is still working on the event: the server moves its visibility
+        deadline to a full visibility timeout from now (JetStream's +WPI)."""
+        self.subscriber._in_progress(self)
+
+    @property
+    def partition(self) -> int:
+        return self.message.partition
+
     def __repr__(self) -> str:
         return (f"<RemoteDelivery {self.type} id={self.id} seq={self.sequence} "
                 f"attempt={self.attempt}>")
@@ -553,6 +562,13 @@ class RemoteSubscriber:
         if delay is not None:
             nack.delay_seconds = delay
         self._control.append(pb.SubscribeRequest(nack=nack))
+        self._wake.set()
+
+    def _in_progress(self, delivery: RemoteDelivery) -> None:
+        if delivery.settled or self._held.get(delivery.id) is not delivery:
+            raise UnknownDeliveryError([delivery.id])
+        self._control.append(pb.SubscribeRequest(
+            in_progress=pb.InProgress(event_ids=[delivery.id])))
         self._wake.set()
 
     async def _write_loop(self, heartbeat_interval: float) -> None:

@@ -33,14 +33,14 @@ def delivered_event(record: RecordedEvent, attempt: int) -> pb.DeliveredEvent:
         id=record.id, type=record.type, correlation_id=record.correlation_id,
         stream=record.stream, sequence=record.sequence, timestamp=to_timestamp(record.timestamp),
         attempt=attempt, headers=record.headers, data=record.data,
-        content_type=record.content_type)
+        content_type=record.content_type, partition=record.partition)
 
 
 def recorded_event(msg: pb.DeliveredEvent) -> RecordedEvent:
     return RecordedEvent(
         id=msg.id, stream=msg.stream, type=msg.type, correlation_id=msg.correlation_id,
         timestamp=from_timestamp(msg.timestamp), data=msg.data, sequence=msg.sequence,
-        content_type=msg.content_type, headers=dict(msg.headers))
+        content_type=msg.content_type, headers=dict(msg.headers), partition=msg.partition)
 
 
 def dead_letter_to_proto(dl: DeadLetter) -> pb.DeadLetter:

@@ -224,6 +224,16 @@ class EventServicer(pb_grpc.EventServiceServicer):
                         raise ConsumerClosedError(consumer.close_reason or "closed") from None
                     raise StreamAbort(invalid, f"nack.event_id: {exc}") from None
                 settled.set()
+            elif kind == "in_progress":
+                try:
+                    await consumer.extend(request.in_progress.event_ids)
+                except UnknownDeliveryError as exc:
+                    if consumer.closed:
+                        raise ConsumerClosedError(consumer.close_reason or "closed") from None
+                    # its deadline had passed and another consumer may have it: not an error
+                    # of the request, the client learns it when its ack is refused
+                    log.info("in_progress for events %s no longer holds: %s",
+                             consumer.consumer_id, exc)
             elif kind == "heartbeat":
                 consumer.heartbeat()
             elif kind == "unsubscribe":
@@ -236,7 +246,7 @@ class EventServicer(pb_grpc.EventServiceServicer):
                     "again")
             else:
                 raise StreamAbort(invalid, "request: empty message; set one of subscribe, ack, "
-                                           "nack, heartbeat, unsubscribe")
+                                           "nack, in_progress, heartbeat, unsubscribe")
 
     async def _send_loop(self, consumer: Consumer, context: grpc.aio.ServicerContext,
                          settled: asyncio.Event, reader: asyncio.Future[str], batch_size: int,

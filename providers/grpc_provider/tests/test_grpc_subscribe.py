@@ -182,6 +182,20 @@ async def test_unacked_events_come_back_after_the_visibility_timeout(host, clien
         assert await deliveries.next(timeout=0.5) is None  # the stream is intact
 
 
+async def test_in_progress_keeps_a_slow_event_from_coming_back(host, client):
+    """A remote handler working longer than the visibility timeout (0.3 s) says so: the event
+    is not redelivered meanwhile, and the partition travels with it."""
+    await append(host, OrderPlaced(order_id=1, amount=1.0))
+    async with client.subscribe("all", "slow", auto_ack=False) as deliveries:
+        d = await within(deliveries.__anext__())
+        assert d.partition == 0
+        for _ in range(6):  # 0.9 s of work, three visibility timeouts
+            await d.in_progress()
+            assert await deliveries.next(timeout=0.15) is None
+        await d.ack()
+        assert await deliveries.next(timeout=0.5) is None
+
+
 async def test_acks_are_batched_and_settle(host, client):
     await append(host, *[OrderPlaced(order_id=i, amount=1.0) for i in range(300)])
     got = []

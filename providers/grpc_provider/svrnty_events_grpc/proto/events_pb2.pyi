@@ -20,18 +20,20 @@ DELIVERY_MODE_IMMEDIATE: DeliveryMode
 DELIVERY_MODE_BATCHED: DeliveryMode
 
 class SubscribeRequest(_message.Message):
-    __slots__ = ("subscribe", "ack", "nack", "heartbeat", "unsubscribe")
+    __slots__ = ("subscribe", "ack", "nack", "heartbeat", "unsubscribe", "in_progress")
     SUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     NACK_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     UNSUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
+    IN_PROGRESS_FIELD_NUMBER: _ClassVar[int]
     subscribe: Subscribe
     ack: Ack
     nack: Nack
     heartbeat: Heartbeat
     unsubscribe: Unsubscribe
-    def __init__(self, subscribe: _Optional[_Union[Subscribe, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., nack: _Optional[_Union[Nack, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., unsubscribe: _Optional[_Union[Unsubscribe, _Mapping]] = ...) -> None: ...
+    in_progress: InProgress
+    def __init__(self, subscribe: _Optional[_Union[Subscribe, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., nack: _Optional[_Union[Nack, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., unsubscribe: _Optional[_Union[Unsubscribe, _Mapping]] = ..., in_progress: _Optional[_Union[InProgress, _Mapping]] = ...) -> None: ...
 
 class Subscribe(_message.Message):
     __slots__ = ("subscription", "consumer_id", "correlation_id", "event_types", "terminal_event_types", "delivery_mode", "window", "metadata", "max_batch_size", "max_batch_delay_ms", "from_sequence", "from_time", "from_beginning", "new_only")
@@ -92,6 +94,12 @@ class Heartbeat(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class InProgress(_message.Message):
+    __slots__ = ("event_ids",)
+    EVENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    event_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, event_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class Unsubscribe(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -129,7 +137,7 @@ class EventBatch(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[DeliveredEvent, _Mapping]]] = ...) -> None: ...
 
 class DeliveredEvent(_message.Message):
-    __slots__ = ("id", "type", "correlation_id", "stream", "sequence", "timestamp", "attempt", "headers", "data", "content_type")
+    __slots__ = ("id", "type", "correlation_id", "stream", "sequence", "timestamp", "attempt", "headers", "data", "content_type", "partition")
     class HeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +155,7 @@ class DeliveredEvent(_message.Message):
     HEADERS_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
     id: str
     type: str
     correlation_id: str
@@ -157,7 +166,8 @@ class DeliveredEvent(_message.Message):
     headers: _containers.ScalarMap[str, str]
     data: bytes
     content_type: str
-    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., correlation_id: _Optional[str] = ..., stream: _Optional[str] = ..., sequence: _Optional[int] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ..., headers: _Optional[_Mapping[str, str]] = ..., data: _Optional[bytes] = ..., content_type: _Optional[str] = ...) -> None: ...
+    partition: int
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., correlation_id: _Optional[str] = ..., stream: _Optional[str] = ..., sequence: _Optional[int] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ..., headers: _Optional[_Mapping[str, str]] = ..., data: _Optional[bytes] = ..., content_type: _Optional[str] = ..., partition: _Optional[int] = ...) -> None: ...
 
 class Completed(_message.Message):
     __slots__ = ("event_id", "event_type")
