@@ -31,9 +31,9 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -349,6 +349,18 @@ class EventStore(abc.ABC):
         overrides this to do both in one transaction."""
         await self.mark_processed(subscription, processed_key(group, event_id))
         return not await self.ack(subscription, group, consumer_id, [event_id])
+
+    async def process_in_transaction(self, subscription: str, group: str, consumer_id: str,
+                                     event_id: str, effect: Callable[[Any], Any]) -> bool | None:
+        """For a store that is a database: in one transaction, check ``consumer_id`` still
+        holds the event, run ``effect(tx)`` with the store's transaction handle unless the
+        event's processed mark (``processed_key(group, event_id)``) exists, write the mark and
+        ack the event. Returns True if the effect ran, False if the mark existed (the event is
+        acked all the same), None if the consumer does not hold the event (nothing was done).
+        An exception from ``effect`` rolls everything back. A store without transactions
+        raises NotImplementedError."""
+        raise NotImplementedError(f"{type(self).__name__} cannot run an effect in its "
+                                  "transaction; use Delivery.process_once")
 
     @abc.abstractmethod
     async def is_processed(self, subscription: str, key: str) -> bool:

@@ -221,6 +221,11 @@ class Consumer:
                 if not await _wait(self._room.wait(), deadline, loop):
                     return False
                 continue
+            if self._claims:
+                # a claim of a fetch that was cancelled is still running: its events come
+                # first (one claim at a time keeps them in order)
+                await asyncio.shield(next(iter(self._claims)))
+                continue
             changes = runtime.changes.version
             job = asyncio.ensure_future(self._claim(room))
             self._claims.add(job)
@@ -283,6 +288,9 @@ class Consumer:
 
     async def _claim(self, room: int) -> _Claim:
         """One claim round (a task of its own, see the module docstring)."""
+        releasing = self.runtime.releasing
+        if releasing:  # what a closing consumer gives back is claimable before anything new
+            await asyncio.wait(list(releasing), timeout=self.runtime.config.visibility_timeout)
         claim = _Claim()
         targets = self._targets(claim)
         mode = self.runtime.mode
@@ -464,11 +472,13 @@ class Consumer:
         by_group: dict[str, list[Delivery]] = {}
         unknown: list[str] = []
         held = self.held
+        seen: set[str] = set()
         for event_id in event_ids:
             d = held.get(event_id)
             if d is None or d.settled:
                 unknown.append(event_id)
-            else:
+            elif event_id not in seen:  # the same id twice in one call: once
+                seen.add(event_id)
                 by_group.setdefault(d.group, []).append(d)
         return by_group, unknown
 
@@ -482,13 +492,18 @@ class Consumer:
             for d in known:
                 d.settled = True
                 del held[d.record.id]
+            # once sent, an ack runs to its end even if the caller is cancelled meanwhile:
+            # the store may apply it, so the consumer must not think it still holds them
+            job = asyncio.ensure_future(self._store.ack(self.subscription, group,
+                                                        self.consumer_id,
+                                                        [d.record.id for d in known]))
             try:
-                await self._store.ack(self.subscription, group, self.consumer_id,
-                                      [d.record.id for d in known])
+                await asyncio.shield(job)
+            except asyncio.CancelledError:
+                job.add_done_callback(lambda j, known=known: self._ack_done(j, known))
+                raise
             except BaseException:
-                for d in known:  # not acked: still held, so a retry can ack them
-                    d.settled = False
-                    held[d.record.id] = d
+                self._unsettle(known)
                 raise
             self._settled(known)
             if self.runtime.mode.receipts:
@@ -496,6 +511,19 @@ class Consumer:
                                                   [d.record.id for d in known], read=True)
         if unknown and self._semantics != DeliverySemantics.AT_MOST_ONCE:
             raise UnknownDeliveryError(unknown)
+
+    def _unsettle(self, known: list[Delivery]) -> None:
+        for d in known:  # not acked: still held, so a retry can ack them
+            d.settled = False
+            self.held.setdefault(d.record.id, d)
+
+    def _ack_done(self, job: asyncio.Future[Any], known: list[Delivery]) -> None:
+        # the ack of a cancelled caller finished
+        if job.cancelled() or job.exception() is not None:
+            if not self.closed:
+                self._unsettle(known)
+        else:
+            self._settled(known)
 
     async def ack_processed(self, event_id: str) -> None:
         """Record a held event as processed and ack it (see Delivery.process_once)."""
@@ -517,6 +545,25 @@ class Consumer:
         if self.runtime.mode.receipts:
             await self._store.record_receipts(self.subscription, self.consumer_id, [event_id],
                                               read=True)
+
+    async def process_in_store(self, event_id: str, effect: Any) -> bool:
+        """See Delivery.process_once_in_store."""
+        self._last_seen = asyncio.get_running_loop().time()
+        d = self.held.get(event_id)
+        if d is None or d.settled:
+            raise UnknownDeliveryError([event_id])
+        done = await self._store.process_in_transaction(self.subscription, d.group,
+                                                        self.consumer_id, event_id, effect)
+        if self.held.get(event_id) is d:
+            del self.held[event_id]
+        d.settled = True
+        self._settled([d])
+        if done is None:
+            raise UnknownDeliveryError([event_id])
+        if self.runtime.mode.receipts:
+            await self._store.record_receipts(self.subscription, self.consumer_id, [event_id],
+                                              read=True)
+        return done
 
     def ack_later(self, delivery: Delivery) -> None:
         """Ack ``delivery`` soon, in one batch with others: with the next claim, or once
@@ -542,7 +589,13 @@ class Consumer:
         deferred, self._deferred_acks = self._deferred_acks, []
         ids = [d.record.id for d in deferred if self.held.get(d.record.id) is d and not d.settled]
         if ids:
-            await self.ack(ids)
+            try:
+                await self.ack(ids)
+            except BaseException:
+                # not acked (still held): keep them for the next flush or the close
+                self._deferred_acks[:0] = [d for d in deferred
+                                           if self.held.get(d.record.id) is d]
+                raise
 
     async def nack(self, event_id: str, *, delay: float | None = None, reason: str | None = None,
                    error: str | None = None) -> None:
@@ -617,7 +670,21 @@ class Consumer:
         self.closed = True  # from now on a claim that lands gives its events back itself
         self.close_reason = reason
         self.stop_heartbeat()
+        released_all: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.runtime.releasing.add(released_all)
+        try:
+            await self._release_all()
+        finally:
+            self.runtime.releasing.discard(released_all)
+            released_all.set_result(None)
+
+    async def _release_all(self) -> None:
         self._room.set()
+        if self._claims:
+            # a claim in progress may commit in the store after a release computed what was
+            # never seen: let it land first (seeing the consumer closed, it gives its events
+            # back itself, as unseen)
+            await asyncio.wait(list(self._claims), timeout=self.runtime.config.visibility_timeout)
         held = list(self.held.values())
         self.held.clear()
         unseen: dict[str, list[str]] = {}
@@ -653,7 +720,7 @@ class Consumer:
             self.engine.changed(runtime)
             runtime.wake_one()
         log.debug("consumer %s left %s (%s), released %d", self.consumer_id, self.subscription,
-                  reason, len(held))
+                  self.close_reason, len(held))
 
     def info(self) -> dict[str, Any]:
         return {"consumer_id": self.consumer_id, "subscription": self.subscription,

@@ -151,6 +151,17 @@ class Delivery:
         await self.consumer.ack_processed(self.record.id)
         return True
 
+    async def process_once_in_store(self, effect: Callable[[Any], Any]) -> bool:
+        """Run ``effect(tx)`` inside the store's own transaction, with the processed mark and
+        the ack: they commit together or not at all, so the effect of a write to the store's
+        database happens exactly once, even across a crash (SIGKILL) at any point. ``tx`` is
+        the store's transaction handle (SQLite: its ``sqlite3.Connection``; the effect runs in
+        the store's thread, so it must be a plain function, not a coroutine). Returns False
+        when the effect had already been applied (the event is then just acked). Raises
+        UnknownDeliveryError if the consumer no longer holds the event (the effect did not
+        run), NotImplementedError on a store without transactions."""
+        return await self.consumer.process_in_store(self.record.id, effect)
+
     def __repr__(self) -> str:
         return (f"<Delivery {self.record.type} id={self.record.id} seq={self.record.sequence} "
                 f"attempt={self.attempt}>")

@@ -41,6 +41,8 @@ class SubscriptionRuntime:
     consumers: dict[str, Consumer] = field(default_factory=dict)
     #: bumped when the mode's choices may have changed (a consumer may claim more now)
     changes: ChangeNotifier = field(default_factory=ChangeNotifier)
+    #: closes in progress: claims wait for them, so released events are claimable at once
+    releasing: set[asyncio.Future[None]] = field(default_factory=set)
     #: competing consumers that may take any event wait in a relay: one waits on the store,
     #: the others on it, so an append wakes one consumer and not all of them
     store_waiter: Consumer | None = None

@@ -1,3 +1,4 @@
+import asyncio
 import os
 import sys
 import uuid
@@ -49,3 +50,28 @@ async def start_host(tmp_path: Path):
                 await host.stop()
             finally:
                 host.kill()
+
+
+@pytest.fixture
+def open_store(redis_server, key_prefix):
+    """``async with open_store(partitions=n) as store``: a started RedisStore (no host, no
+    engine) with stream "s" and subscription "sub", closed afterwards."""
+    from contextlib import asynccontextmanager
+
+    from svrnty_events.config import StreamConfig, SubscriptionConfig
+    from svrnty_events_redis import RedisStore, RedisStoreOptions
+
+    @asynccontextmanager
+    async def open_(url: str | None = None, **stream):
+        store = RedisStore(RedisStoreOptions(url=url or redis_server.url,
+                                             key_prefix=key_prefix))
+        await asyncio.wait_for(store.start(), 10)
+        try:
+            await asyncio.wait_for(store.create_stream(StreamConfig(name="s", **stream)), 10)
+            await asyncio.wait_for(store.create_subscription(
+                SubscriptionConfig(name="sub", stream="s", mode="exclusive")), 10)
+            yield store
+        finally:
+            await store.close()
+
+    return open_

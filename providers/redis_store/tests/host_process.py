@@ -54,6 +54,10 @@ async def consume(host, consumer_id: str, ack: bool, window: int, start: int | N
             backoff = min(backoff * 2, 1.0)
 
 
+#: partitions of the shared stream "s" (the tests' own hosts use the same)
+PARTITIONS = 8
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", required=True)
@@ -66,7 +70,8 @@ async def main() -> None:
     streaming = EventStreaming(store="redis", store_options={
         "url": args.url, "key_prefix": args.prefix, "connect_timeout": 1.0,
         "socket_timeout": 2.0})
-    streaming.add_stream("s", type="persistent")
+    # partitions belong to the stream: consumer_group spreads them over the consumers
+    streaming.add_stream("s", type="persistent", partitions=PARTITIONS)
     streaming.add_subscription("s", "sub", mode=args.mode,
                                visibility_timeout=args.visibility_timeout,
                                max_delivery_attempts=0, options=options)

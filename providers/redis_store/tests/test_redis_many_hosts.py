@@ -10,6 +10,8 @@ from svrnty_events import EventStreaming
 from svrnty_events.events import Event, record
 from svrnty_events.testing import within
 
+from host_process import PARTITIONS
+
 
 class Tick(Event):
     n: int
@@ -18,7 +20,7 @@ class Tick(Event):
 def publisher(url: str, prefix: str, mode: str = "exclusive", **sub_options) -> EventStreaming:
     """The test's own host: it publishes, and it can inspect the shared delivery state."""
     streaming = EventStreaming(store="redis", store_options={"url": url, "key_prefix": prefix})
-    streaming.add_stream("s", type="persistent")
+    streaming.add_stream("s", type="persistent", partitions=PARTITIONS)
     streaming.add_subscription("s", "sub", mode=mode, max_delivery_attempts=0, **sub_options)
     return streaming
 

@@ -24,7 +24,7 @@ BATCH = 20
 MAX_BATCHES = 150
 
 
-class Tick(Event):
+class KillTick(Event):
     n: int
 
 
@@ -49,7 +49,7 @@ async def main(path: str, log_path: str, round_no: str) -> None:
         async def produce() -> None:
             for k in range(MAX_BATCHES):
                 batch_id = f"{round_no}-{k}"
-                events = [record(Tick(n=i), stream="s", correlation_id=batch_id,
+                events = [record(KillTick(n=i), stream="s", correlation_id=batch_id,
                                  headers={"batch": batch_id}) for i in range(BATCH)]
                 await host.publish("s", events, external=False)
                 log(f"A {batch_id}")
