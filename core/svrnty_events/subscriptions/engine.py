@@ -20,6 +20,7 @@ from ..errors import (
 )
 from ..events import EventTypes, type_names
 from ..modes import Mode
+from ..replay import sequence_at
 from ..store import SHARED_GROUP, ChangeNotifier, EventStore, wait_until_resolved
 from .consumer import Consumer
 from .sync import sync_loop
@@ -210,9 +211,7 @@ class SubscriptionEngine:
         if start == "new":
             return (await self.store.stream_info(stream)).next_sequence
         if isinstance(start, datetime):
-            first = await self.store.read(stream, since=start, limit=1)
-            return first[0].sequence if first else \
-                (await self.store.stream_info(stream)).next_sequence
+            return await sequence_at(self.store, stream, start)
         raise ValueError(f"start: expected a sequence, a datetime, 'beginning' or 'new', "
                          f"got {start!r}")
 

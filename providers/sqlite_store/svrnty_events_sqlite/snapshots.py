@@ -1,11 +1,10 @@
-"""Snapshots of workflow state, kept for :func:`~svrnty_events_sqlite.rebuild`."""
+"""Snapshots of workflow state, kept for :func:`svrnty_events.replay.rebuild`."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import TYPE_CHECKING
 
-import msgspec
+from svrnty_events.replay import Snapshot
 
 from .rows import from_us, to_us
 
@@ -15,18 +14,6 @@ if TYPE_CHECKING:
     _Base = Log
 else:
     _Base = object
-
-
-class Snapshot(msgspec.Struct, frozen=True):
-    """A workflow's state after its first ``version`` events (the last at ``sequence``)."""
-
-    stream: str
-    correlation_id: str
-    key: str
-    version: int
-    sequence: int
-    state: bytes
-    taken_at: datetime
 
 
 class Snapshots(_Base):
