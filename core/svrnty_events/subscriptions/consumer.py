@@ -24,6 +24,7 @@ from ..errors import ConsumerClosedError, StoreUnavailableError, UnknownDelivery
 from ..events import partition_of
 from ..modes import Mode
 from ..store import SHARED_GROUP, ClaimFilter, Claimed, partition_group
+from . import eager
 from .delivery import Delivery, check_delay
 
 if TYPE_CHECKING:
@@ -227,9 +228,10 @@ class Consumer:
                 await asyncio.shield(next(iter(self._claims)))
                 continue
             changes = runtime.changes.version
-            job = asyncio.ensure_future(self._claim(room))
-            self._claims.add(job)
-            job.add_done_callback(self._claim_done)
+            job = eager.start(self._claim(room))
+            if not job.done():
+                self._claims.add(job)
+                job.add_done_callback(self._claim_done)
             # shielded: a cancelled fetch leaves the claim to finish into ``prefetched``
             claim: _Claim = await asyncio.shield(job)
             if claim.unavailable is not None:
@@ -494,9 +496,8 @@ class Consumer:
                 del held[d.record.id]
             # once sent, an ack runs to its end even if the caller is cancelled meanwhile:
             # the store may apply it, so the consumer must not think it still holds them
-            job = asyncio.ensure_future(self._store.ack(self.subscription, group,
-                                                        self.consumer_id,
-                                                        [d.record.id for d in known]))
+            job = eager.start(self._store.ack(self.subscription, group, self.consumer_id,
+                                              [d.record.id for d in known]))
             try:
                 await asyncio.shield(job)
             except asyncio.CancelledError:
@@ -652,7 +653,7 @@ class Consumer:
         background, awaited when the host stops)."""
         if self.closed:
             return
-        task = asyncio.ensure_future(self._close(reason))
+        task = eager.start(self._close(reason))
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
