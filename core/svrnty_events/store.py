@@ -399,6 +399,16 @@ class EventStore(abc.ABC):
         return {key: holder for key, (holder, _) in table.items()}
 
 
+def batch_correlation(events: Sequence[RecordedEvent], expected_version: int | None) -> str:
+    """The correlation id an ``append`` checks ``expected_version`` against: the batch's first
+    event's. With an ``expected_version``, a batch of several correlation ids is refused
+    (ValueError): the version is one workflow's."""
+    correlation = events[0].correlation_id
+    if expected_version is not None and any(e.correlation_id != correlation for e in events):
+        raise ValueError("expected_version needs a batch with one correlation id")
+    return correlation
+
+
 def check_partitions(stream: str, stored: int, wanted: int, *, has_events: bool) -> None:
     """What a store calls in ``create_stream`` when a stream it already has is configured with
     another number of partitions: refused once the stream holds events (their partitions were

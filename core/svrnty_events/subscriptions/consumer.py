@@ -23,7 +23,7 @@ from ..config import DeliverySemantics, StreamType, SubscriptionConfig
 from ..errors import ConsumerClosedError, StoreUnavailableError, UnknownDeliveryError
 from ..events import partition_of
 from ..modes import Mode
-from ..store import SHARED_GROUP, ClaimFilter, Claimed, partition_group
+from ..store import ClaimFilter, Claimed, partition_group
 from . import eager
 from .delivery import Delivery, check_delay
 
@@ -742,5 +742,3 @@ async def _wait(aw: Any, deadline: float | None, loop: asyncio.AbstractEventLoop
     except TimeoutError:
         return False
 
-
-__all__ = ["Consumer", "SHARED_GROUP"]

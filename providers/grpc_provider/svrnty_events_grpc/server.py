@@ -12,7 +12,6 @@ import asyncio
 from datetime import datetime, timezone
 import hmac
 import logging
-import math
 import os
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
@@ -213,12 +212,11 @@ class EventServicer(pb_grpc.EventServiceServicer):
                 if not nack.event_id:
                     raise StreamAbort(invalid, "nack.event_id: required")
                 delay = nack.delay_seconds if nack.HasField("delay_seconds") else None
-                # an infinite delay would park the event for ever: never redelivered, never
-                # dead-lettered
-                if delay is not None and not (math.isfinite(delay) and delay >= 0):
-                    raise StreamAbort(invalid, "nack.delay_seconds: must be a finite number >= 0")
                 try:
                     await consumer.nack(nack.event_id, delay=delay, reason=nack.reason or None)
+                except ValueError:  # the engine refuses a delay that is not finite and >= 0
+                    raise StreamAbort(invalid, "nack.delay_seconds: must be a finite number "
+                                               ">= 0") from None
                 except UnknownDeliveryError as exc:
                     if consumer.closed:
                         raise ConsumerClosedError(consumer.close_reason or "closed") from None

@@ -32,6 +32,7 @@ from svrnty_events.store import (
     EventStore,
     Receipt,
     StreamInfo,
+    batch_correlation,
     check_partitions,
 )
 
@@ -209,9 +210,7 @@ class MemoryStore(EventStore):
                      expected_version: int | None = None) -> list[RecordedEvent]:
         s = self._stream(stream)
         if expected_version is not None and events:
-            correlation = events[0].correlation_id
-            if any(e.correlation_id != correlation for e in events):
-                raise ValueError("expected_version needs a batch with one correlation id")
+            correlation = batch_correlation(events, expected_version)
             actual = s.versions.get(correlation, 0)
             if actual != expected_version:
                 raise ConcurrencyError(stream, correlation, expected_version, actual)

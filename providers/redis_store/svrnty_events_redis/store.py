@@ -38,6 +38,7 @@ from svrnty_events.store import (
     EventStore,
     Receipt,
     StreamInfo,
+    batch_correlation,
     check_partitions,
     processed_key,
 )
@@ -134,9 +135,7 @@ class RedisStore(Connection, EventStore):
         s = self._stream(stream)
         if not events:
             return []
-        correlation = events[0].correlation_id
-        if expected_version is not None and any(e.correlation_id != correlation for e in events):
-            raise ValueError("expected_version needs a batch with one correlation id")
+        correlation = batch_correlation(events, expected_version)
         cfg = s.config
         args: list[Any] = [
             s.eid, "" if expected_version is None else expected_version, correlation,

@@ -17,7 +17,7 @@ import msgspec
 from svrnty_events.config import RetentionPolicy, StreamConfig, StreamType
 from svrnty_events.errors import ConcurrencyError, UnknownStreamError
 from svrnty_events.events import RecordedEvent, partition_of
-from svrnty_events.store import ChangeNotifier, StreamInfo, check_partitions
+from svrnty_events.store import ChangeNotifier, StreamInfo, batch_correlation, check_partitions
 
 from .rows import (
     E_COLUMNS,
@@ -83,9 +83,7 @@ class Log:
         s = self._stream(stream)
         if not events:
             return []
-        correlation = events[0].correlation_id
-        if expected_version is not None and any(e.correlation_id != correlation for e in events):
-            raise ValueError("expected_version needs a batch with one correlation id")
+        batch_correlation(events, expected_version)
         out, added, needs_retention = await self._db.transaction(
             _append, s, list(events), expected_version, _probe(s))
         if added:
