@@ -106,6 +106,10 @@ class Mode:
         claim before."""
         return False
 
+    def extended(self, consumer_id: str, events: Sequence[RecordedEvent]) -> None:
+        """The visibility deadlines of ``events``, held by ``consumer_id``, moved to a full
+        visibility timeout from now (a slow consumer said it is still working on them)."""
+
     #: on a store shared by several hosts: seconds between two ``sync`` calls (None: the mode
     #: needs none, its choices are right whatever other hosts do)
     sync_interval: float | None = None
@@ -278,6 +282,15 @@ class ConsumerGroup(Mode):
         for partition, count in _per_partition(events).items():
             wake |= self._unhold(consumer_id, partition, count)
         return wake
+
+    def extended(self, consumer_id: str, events: Sequence[RecordedEvent]) -> None:
+        # the partition stays with its holder as long as the store gives it the events
+        deadline = time.monotonic() + self.subscription.visibility_timeout
+        for partition in _per_partition(events):
+            held = self._holds.get(partition)
+            if held and consumer_id in held:
+                count, before = held[consumer_id]
+                held[consumer_id] = (count, max(before, deadline))
 
     def _unhold(self, consumer_id: str, partition: int, count: int) -> bool:
         if not _unhold(self._holds, partition, consumer_id, count):

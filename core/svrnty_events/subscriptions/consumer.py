@@ -34,6 +34,8 @@ log = logging.getLogger("svrnty_events.subscriptions")
 
 #: automatic acks wait at most this long for others to go in one store call
 ACK_FLUSH_INTERVAL = 0.05
+#: a background flush or refresh the store refused is tried again this much later (at most)
+_RETRY_INTERVAL = 0.5
 
 
 class _Claim:
@@ -80,26 +82,29 @@ class Consumer:
         self.completed = False
         self.connected_at = time.time()
         self._semantics = runtime.stream.delivery_semantics
+        #: at-most-once: deliveries are settled in the store as they leave ``prefetched``
+        self.at_most_once = self._semantics == DeliverySemantics.AT_MOST_ONCE
         self._store = engine.store
         self._room = asyncio.Event()
         self._waiting = 0  # fetches waiting for events (not for room in the window)
         self._last_seen = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._deferred_acks: list[Delivery] = []
-        #: deferred acks waited ACK_FLUSH_INTERVAL: send them with the next hand-over
-        self.flush_due = False
-        #: prefetched deliveries waited half their visibility timeout: extend them first
-        self.refresh_due = False
+        # deferred acks are flushed, and prefetched deliveries extended, by engine-owned tasks
+        # these timers start: a slow loop body neither holds acks nor lets its buffer expire
         self._flush_timer: asyncio.TimerHandle | None = None
         self._refresh_timer: asyncio.TimerHandle | None = None
+        self._refreshing = False
+        self._close_task: asyncio.Future[None] | None = None
+        self._released_all: asyncio.Future[None] | None = None
         self._claims: set[asyncio.Future[Any]] = set()
         self._can_extend = True
         self._groups: set[str] = {group}  # every group this consumer claimed from
         self._rotation = 0
         mode = runtime.mode
         # the mode hears of each delivery and settlement (base Mode methods do nothing)
-        self._tracking = type(mode).delivered is not Mode.delivered or \
-            type(mode).settled is not Mode.settled
+        self._tracking = any(getattr(type(mode), name) is not getattr(Mode, name)
+                             for name in ("delivered", "settled", "extended"))
         self._partitioned = not private and mode.partitioned
         # any consumer may take any event of the group: wait in the relay (see the runtime)
         self._relay = not private and not mode.partitioned
@@ -184,9 +189,82 @@ class Consumer:
         completed (a terminal event was delivered). Raises ConsumerClosedError once closed."""
         if not await self.wait_ready(timeout, max_events):
             return []
+        return await self.take(max_events)
+
+    async def take(self, max_events: int | None = None) -> list[Delivery]:
+        """Hand over what ``prefetched`` holds (at most ``max_events``). At-most-once: the
+        events are settled in the store first, so none is handed to code twice, and none
+        that only waited in the buffer is lost when the consumer closes (it is released)."""
         prefetched = self.prefetched
         count = len(prefetched) if max_events is None else min(max_events, len(prefetched))
-        return [prefetched.popleft() for _ in range(count)]
+        taken = [prefetched.popleft() for _ in range(count)]
+        if self._semantics == DeliverySemantics.AT_MOST_ONCE and taken:
+            await self._settle_before_hand_over(taken)
+        return taken
+
+    async def _settle_before_hand_over(self, taken: list[Delivery]) -> None:
+        pending = [d for d in taken if not d.settled]
+        if not pending:
+            return
+        held = self.held
+        for d in pending:
+            d.settled = True
+            if held.get(d.record.id) is d:
+                del held[d.record.id]
+        outage = 0.0
+        while True:
+            # once sent, the acks run to their end whatever happens to the caller
+            job = eager.start(self._ack_groups(pending))
+            try:
+                await asyncio.shield(job)
+                break
+            except asyncio.CancelledError:
+                # acked, the deliveries come first with the next fetch (settled: nothing is
+                # handed over twice); not acked, they are held again
+                job.add_done_callback(lambda j: self._hand_over_later(j, pending))
+                raise
+            except StoreUnavailableError as exc:
+                if self.closed:
+                    self._hold_again(pending)
+                    raise ConsumerClosedError(self.close_reason or "consumer is closed") \
+                        from exc
+                outage = min(outage * 2 if outage else 0.05, 2.0)
+                log.warning("store unavailable for %s/%s (%s): retrying in %.2fs",
+                            self.subscription, self.consumer_id, exc, outage)
+                try:
+                    await asyncio.sleep(outage)
+                except BaseException:
+                    self._hold_again(pending)
+                    raise
+            except BaseException:
+                self._hold_again(pending)
+                raise
+        self._settled(pending)
+
+    async def _ack_groups(self, deliveries: list[Delivery]) -> None:
+        by_group: dict[str, list[str]] = {}
+        for d in deliveries:
+            by_group.setdefault(d.group, []).append(d.record.id)
+        for group, ids in by_group.items():  # acking twice is harmless: a retry sends all
+            await self._store.ack(self.subscription, group, self.consumer_id, ids)
+
+    def _hold_again(self, deliveries: list[Delivery]) -> None:
+        """Deliveries that were to be handed over and were not: back to the buffer's front."""
+        held = self.held
+        for d in reversed(deliveries):
+            d.settled = False
+            held.setdefault(d.record.id, d)
+            self.prefetched.appendleft(d)
+
+    def _hand_over_later(self, job: asyncio.Future[Any], rest: list[Delivery]) -> None:
+        if job.cancelled() or job.exception() is not None:
+            if not self.closed:
+                self._hold_again(rest)
+            return
+        # acked in the store (at-most-once: done): the next fetch hands them over as they are
+        for d in reversed(rest):
+            self.prefetched.appendleft(d)
+        self._settled(rest)
 
     async def wait_ready(self, timeout: float | None = None,
                          max_events: int | None = None) -> bool:
@@ -196,15 +274,17 @@ class Consumer:
         self._raise_if_closed()
         loop = asyncio.get_running_loop()
         if self.prefetched:
-            if self.refresh_due:
-                await self._refresh_prefetched()
-            if self.prefetched:
-                return True
+            return True
         if self.completed:
             return False
         deadline = None if timeout is None else loop.time() + timeout
         if self._deferred_acks:
-            await self.flush_acks()
+            try:
+                await self.flush_acks()
+            except StoreUnavailableError as exc:  # kept: the flush timer tries them again
+                log.warning("store unavailable for %s/%s (%s): %d ack(s) wait for it",
+                            self.subscription, self.consumer_id, exc, len(self._deferred_acks))
+                self._arm_flush(_RETRY_INTERVAL)
         outage = 0.0  # current retry delay while the store is unavailable
         runtime = self.runtime
         while True:
@@ -290,10 +370,12 @@ class Consumer:
 
     async def _claim(self, room: int) -> _Claim:
         """One claim round (a task of its own, see the module docstring)."""
-        releasing = self.runtime.releasing
+        releasing = [f for f in self.runtime.releasing if f is not self._released_all]
         if releasing:  # what a closing consumer gives back is claimable before anything new
-            await asyncio.wait(list(releasing), timeout=self.runtime.config.visibility_timeout)
+            await asyncio.wait(releasing, timeout=self.runtime.config.visibility_timeout)
         claim = _Claim()
+        if self.closed:
+            return claim
         targets = self._targets(claim)
         mode = self.runtime.mode
         partitions = [p for p, _ in targets if p >= 0]
@@ -326,10 +408,7 @@ class Consumer:
                     claim.count += len(result.claimed)
             if claim.count and self._relay:  # there may be more: let the next one look
                 self.runtime.wake_one()
-            try:
-                await self._hand_over(taken)
-            except StoreUnavailableError as exc:  # at-most-once: could not settle; not shown
-                claim.unavailable = exc
+            await self._hand_over(taken)
         finally:
             if partitions and mode.claim_ended(self.consumer_id, partitions):
                 self.engine.changed(self.runtime)
@@ -343,7 +422,6 @@ class Consumer:
         config = self.runtime.config
         max_attempts = config.max_delivery_attempts
         mode = self.runtime.mode
-        at_most_once = self._semantics == DeliverySemantics.AT_MOST_ONCE
         store, sub, me = self._store, self.subscription, self.consumer_id
         deliveries: list[Delivery] = []
         expired: list[tuple[str, Claimed]] = []
@@ -363,15 +441,29 @@ class Consumer:
                         d.terminal = True
                         self.completed = True
                     deliveries.append(d)
-        if not at_most_once:  # tracked before any await: nothing claimed can be lost
-            held = self.held
-            for d in deliveries:
-                held[d.record.id] = d
-            if self._tracking and deliveries:
-                mode.delivered(me, [d.record for d in deliveries])
-            self.prefetched.extend(deliveries)
-            if deliveries:
-                self._arm_refresh()
+        # tracked before any await: nothing claimed can be lost (at-most-once deliveries are
+        # settled when they leave the buffer, see take)
+        held = self.held
+        superseded: list[Delivery] = []
+        for d in deliveries:
+            old = held.get(d.record.id)
+            if old is not None:
+                # handed to this consumer again (its deadline passed): the old delivery is
+                # over, its ack or nack must not settle the new one
+                old.settled = True
+                superseded.append(old)
+            held[d.record.id] = d
+        if superseded:
+            gone = {id(d) for d in superseded}
+            if any(id(d) in gone for d in self.prefetched):
+                self.prefetched = deque(d for d in self.prefetched if id(d) not in gone)
+        if self._tracking and deliveries:
+            mode.delivered(me, [d.record for d in deliveries])
+        if superseded:
+            self._settled(superseded)
+        self.prefetched.extend(deliveries)
+        if deliveries:
+            self._arm_refresh()
         for group, ids in leftover.items():  # never seen by code: no attempt counted
             await self._quietly(store.release(sub, group, me, event_ids=ids, unseen=ids),
                                 "release")
@@ -379,15 +471,6 @@ class Consumer:
             await self._quietly(store.dead_letter(
                 sub, group, me, c.event.id, attempts=c.attempt - 1,
                 reason=c.last_reason or "max delivery attempts exceeded"), "dead-letter")
-        if at_most_once and deliveries:
-            # done once handed over: settled in the store before the code may see it
-            by_group: dict[str, list[str]] = {}
-            for d in deliveries:
-                d.settled = True
-                by_group.setdefault(d.group, []).append(d.record.id)
-            for group, ids in by_group.items():
-                await store.ack(sub, group, me, ids)
-            self.prefetched.extend(deliveries)
         self.delivered_count += len(deliveries)
         if mode.receipts and deliveries:
             await self._quietly(store.record_receipts(sub, me, [d.record.id for d in deliveries],
@@ -406,39 +489,60 @@ class Consumer:
         if self.closed:
             raise ConsumerClosedError(self.close_reason or "consumer is closed")
 
-    def _arm_refresh(self) -> None:
+    def _arm_refresh(self, delay: float | None = None) -> None:
         if self._refresh_timer is None and self._can_extend and not self.closed:
             self._refresh_timer = asyncio.get_running_loop().call_later(
-                self.runtime.config.visibility_timeout / 2, self._refresh_timer_fired)
+                self.runtime.config.visibility_timeout / 2 if delay is None else delay,
+                self._refresh_timer_fired)
 
     def _refresh_timer_fired(self) -> None:
         self._refresh_timer = None
-        if self.prefetched:
-            self.refresh_due = True
+        if self.prefetched and not self.closed and not self._refreshing:
+            self.engine.spawn(self._refresh_prefetched())
 
     async def _refresh_prefetched(self) -> None:
         """Deliveries waited half their visibility timeout in the buffer (the loop body is
         slow): extend them all, so none is redelivered elsewhere before this consumer's code
-        sees it. Those the store says are not ours any more are dropped unseen."""
-        self.refresh_due = False
+        sees it. Those the store says are not ours any more are dropped unseen. Runs as an
+        engine task, whatever the consumer's code is doing; a refresh that fails or is
+        cancelled is tried again soon."""
+        if self._refreshing or self.closed:
+            return
+        self._refreshing = True
+        buffered = list(self.prefetched)
+        retry = min(self.runtime.config.visibility_timeout / 4, _RETRY_INTERVAL)
         try:
-            lost = await self._extend(list(self.prefetched))
+            lost = await self._extend(buffered)
         except NotImplementedError:
             self._can_extend = False
             return
+        except StoreUnavailableError as exc:
+            log.warning("store unavailable for %s/%s (%s): %d prefetched event(s) not "
+                        "extended, trying again in %.2fs", self.subscription,
+                        self.consumer_id, exc, len(buffered), retry)
+            self._arm_refresh(retry)
+            return
+        except BaseException:
+            self._arm_refresh(retry)
+            raise
+        finally:
+            self._refreshing = False
         if self.prefetched:
             self._arm_refresh()
         if lost:
             gone = [d for d in self.prefetched if d.record.id in lost]
+            if gone:
+                keep = {id(d) for d in gone}
+                self.prefetched = deque(d for d in self.prefetched if id(d) not in keep)
             for d in gone:
-                self.prefetched.remove(d)
                 if self.held.get(d.record.id) is d:
                     del self.held[d.record.id]
                 d.settled = True
-            log.warning("%s/%s: %d prefetched event(s) passed their visibility deadline "
-                        "before the consumer's code got to them; they are redelivered",
-                        self.subscription, self.consumer_id, len(gone))
-            self._settled(gone)
+            if gone:
+                log.warning("%s/%s: %d prefetched event(s) passed their visibility deadline "
+                            "before the consumer's code got to them; they are redelivered",
+                            self.subscription, self.consumer_id, len(gone))
+                self._settled(gone)
 
     async def _extend(self, deliveries: list[Delivery]) -> set[str]:
         """Extend the deadlines of ``deliveries``; returns the ids no longer held."""
@@ -449,11 +553,15 @@ class Consumer:
         timeout = self.runtime.config.visibility_timeout
         lost: set[str] = set()
         for group, ds in by_group.items():
-            lost.update(await self._store.extend(self.subscription, group, self.consumer_id,
-                                                 [d.record.id for d in ds],
-                                                 visibility_timeout=timeout))
-            for d in ds:
+            gone = await self._store.extend(self.subscription, group, self.consumer_id,
+                                            [d.record.id for d in ds],
+                                            visibility_timeout=timeout)
+            lost.update(gone)
+            kept = [d for d in ds if d.record.id not in gone]
+            for d in kept:
                 d.claimed_at = now
+            if self._tracking and kept:  # the mode's holds last as long as the deadlines
+                self.runtime.mode.extended(self.consumer_id, [d.record for d in kept])
         return lost
 
     async def extend(self, event_ids: Iterable[str]) -> None:
@@ -526,12 +634,16 @@ class Consumer:
         else:
             self._settled(known)
 
-    async def ack_processed(self, event_id: str) -> None:
-        """Record a held event as processed and ack it (see Delivery.process_once)."""
+    async def ack_processed(self, event_id: str, delivery: Delivery | None = None) -> None:
+        """Record a held event as processed and ack it (see Delivery.process_once); with
+        ``delivery``, only if that delivery is the one held."""
         self._last_seen = asyncio.get_running_loop().time()
         d = self.held.get(event_id)
+        if d is not None and delivery is not None and d is not delivery:
+            d = None  # handed over again since: the mark is kept, the new delivery stays
         if d is None:  # the effect was applied all the same: remember it
-            found = next((p for p in self.prefetched if p.record.id == event_id), None)
+            found = delivery or next((p for p in self.prefetched if p.record.id == event_id),
+                                     None)
             group = found.group if found is not None else self.group
             await self._store.ack_processed(self.subscription, group, self.consumer_id,
                                             event_id)
@@ -567,23 +679,39 @@ class Consumer:
         return done
 
     def ack_later(self, delivery: Delivery) -> None:
-        """Ack ``delivery`` soon, in one batch with others: with the next claim, or once
-        ``flush_due`` (``ACK_FLUSH_INTERVAL`` after the first deferred one): how the in-process
-        iterator auto-acks without a store round trip per event, and without holding the acks
-        of a slow loop body for a whole batch."""
+        """Ack ``delivery`` soon, in one batch with others: with the next claim, or by an
+        engine task ``ACK_FLUSH_INTERVAL`` after the first deferred one, whatever the loop body
+        is doing: how the in-process iterator auto-acks without a store round trip per event,
+        and without holding the acks of a slow loop body."""
         if not delivery.settled and self.held.get(delivery.record.id) is delivery:
-            if not self._deferred_acks and self._flush_timer is None:
-                self._flush_timer = asyncio.get_running_loop().call_later(
-                    ACK_FLUSH_INTERVAL, self._flush_timer_fired)
+            if not self._deferred_acks:
+                self._arm_flush(ACK_FLUSH_INTERVAL)
             self._deferred_acks.append(delivery)
+
+    def _arm_flush(self, delay: float) -> None:
+        if self._flush_timer is None and not self.closed:
+            self._flush_timer = asyncio.get_running_loop().call_later(
+                delay, self._flush_timer_fired)
 
     def _flush_timer_fired(self) -> None:
         self._flush_timer = None
-        if self._deferred_acks:
-            self.flush_due = True
+        if self._deferred_acks and not self.closed:
+            # an engine task: the loop body may be slow, its acks must not wait for it
+            self.engine.spawn(self._flush_in_background())
+
+    async def _flush_in_background(self) -> None:
+        try:
+            await self.flush_acks()
+        except StoreUnavailableError as exc:  # kept: tried again with the next claim or soon
+            log.warning("store unavailable for %s/%s (%s): %d ack(s) wait for it",
+                        self.subscription, self.consumer_id, exc, len(self._deferred_acks))
+            self._arm_flush(_RETRY_INTERVAL)
+        except (ConsumerClosedError, UnknownDeliveryError):
+            pass  # settled otherwise meanwhile (closed, redelivered): nothing left to ack
+        except Exception:  # noqa: BLE001 - logged; the acks stay deferred for the close
+            log.exception("%s/%s: could not flush acks", self.subscription, self.consumer_id)
 
     async def flush_acks(self) -> None:
-        self.flush_due = False
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
@@ -651,18 +779,23 @@ class Consumer:
         """Unregister: held events go back for redelivery now (those no code saw without an
         attempt counted). May be called twice. A cancelled close still finishes (in the
         background, awaited when the host stops)."""
-        if self.closed:
-            return
-        task = eager.start(self._close(reason))
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            self.engine.spawn(task)
-            raise
+        task = self._close_task
+        if task is None:
+            if self.closed:
+                return
+            task = self._close_task = eager.start(self._close(reason))
+            if not task.done():
+                task.add_done_callback(self._close_done)
+        # a second close (a host stop while a heartbeat expiry closes it) waits for the first
+        await asyncio.shield(task)
+
+    def _close_done(self, task: asyncio.Future[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("consumer %s of %s: close failed (%r); what it held comes back at "
+                        "its visibility deadline", self.consumer_id, self.subscription,
+                        task.exception())
 
     async def _close(self, reason: str) -> None:
-        if self.closed:
-            return
         if self._deferred_acks:
             with suppress(Exception):
                 await self.flush_acks()
@@ -672,6 +805,7 @@ class Consumer:
         self.close_reason = reason
         self.stop_heartbeat()
         released_all: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._released_all = released_all
         self.runtime.releasing.add(released_all)
         try:
             await self._release_all()

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..errors import UnknownDeliveryError
 from ..events import RecordedEvent
 from ..store import processed_key
 
@@ -99,9 +100,21 @@ class Delivery:
                                                                   record.content_type)
         return self._event
 
+    def _held(self) -> bool:
+        """True while this delivery is the one its consumer holds. A delivery that is over
+        (settled, released, or superseded by a redelivery of the same event to the same
+        consumer) raises UnknownDeliveryError, so it never settles another delivery; at most
+        once, where it was settled when handed over, it is False."""
+        if not self.settled and self.consumer.held.get(self.record.id) is self:
+            return True
+        if self.consumer.at_most_once:
+            return False
+        raise UnknownDeliveryError([self.record.id])
+
     async def ack(self) -> None:
         """Settle the event: it will not be delivered to this subscription's group again."""
-        await self.consumer.ack((self.record.id,))
+        if self._held():
+            await self.consumer.ack((self.record.id,))
 
     async def nack(self, delay: float | None = None, reason: str | None = None,
                    error: str | None = None) -> None:
@@ -109,19 +122,23 @@ class Delivery:
         subscription's backoff). Past ``max_delivery_attempts`` it goes to the dead-letter
         queue with ``reason`` and ``error``. Raises ValueError for a delay that is not a
         finite number of seconds >= 0."""
-        await self.consumer.nack(self.record.id, delay=delay, reason=reason, error=error)
+        check_delay(delay)
+        if self._held():
+            await self.consumer.nack(self.record.id, delay=delay, reason=reason, error=error)
 
     async def in_progress(self) -> None:
         """Say the consumer is still working on the event: its visibility deadline moves to a
         full ``visibility_timeout`` from now (JetStream's +WPI), so a slow loop body does not
         see it redelivered elsewhere. Raises UnknownDeliveryError if the consumer no longer
         holds it (its deadline had passed and another consumer may have it)."""
-        await self.consumer.extend((self.record.id,))
+        if self._held():
+            await self.consumer.extend((self.record.id,))
 
     async def dead_letter(self, reason: str, error: str | None = None) -> None:
         """Send the event to the dead-letter queue now (a permanent failure: retrying cannot
         help). It can be replayed from there."""
-        await self.consumer.dead_letter(self.record.id, reason=reason, error=error)
+        if self._held():
+            await self.consumer.dead_letter(self.record.id, reason=reason, error=error)
 
     async def mark_read(self) -> None:
         """Record a read receipt (``read_receipt`` mode) without settling the event."""
@@ -148,7 +165,7 @@ class Delivery:
         result = effect(self)
         if inspect.isawaitable(result):
             await result
-        await self.consumer.ack_processed(self.record.id)
+        await self.consumer.ack_processed(self.record.id, self)
         return True
 
     async def process_once_in_store(self, effect: Callable[[Any], Any]) -> bool:
@@ -160,6 +177,8 @@ class Delivery:
         when the effect had already been applied (the event is then just acked). Raises
         UnknownDeliveryError if the consumer no longer holds the event (the effect did not
         run), NotImplementedError on a store without transactions."""
+        if not self._held():
+            raise UnknownDeliveryError([self.record.id])
         return await self.consumer.process_in_store(self.record.id, effect)
 
     def __repr__(self) -> str:

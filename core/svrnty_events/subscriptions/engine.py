@@ -78,7 +78,12 @@ class SubscriptionRuntime:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.followers.append(fut)
-        await wait_until_resolved(fut, timeout)
+        try:
+            await wait_until_resolved(fut, timeout)
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                self.wake_one()  # woken, then cancelled: the wake-up goes to another follower
+            raise
 
 
 class SubscriptionEngine:

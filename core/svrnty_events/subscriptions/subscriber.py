@@ -83,10 +83,7 @@ class Subscriber:
         if last is not None and self.auto_ack and not last.settled:
             self._last = None
             consumer.ack_later(last)
-            if consumer.flush_due:
-                await consumer.flush_acks()
-        prefetched = consumer.prefetched
-        if not prefetched or consumer.refresh_due:
+        if not consumer.prefetched:
             try:
                 ready = await consumer.wait_ready()
             except ConsumerClosedError:
@@ -94,7 +91,13 @@ class Subscriber:
             if not ready:  # completed at a terminal event
                 await consumer.close("completed")
                 raise StopAsyncIteration
-        self._last = prefetched.popleft()
+        if consumer.at_most_once:  # settled in the store as it leaves the buffer
+            try:
+                [self._last] = await consumer.take(1)
+            except ConsumerClosedError:
+                raise StopAsyncIteration from None
+        else:
+            self._last = consumer.prefetched.popleft()
         return self._last
 
     async def next(self, timeout: float | None = None) -> Delivery | None:

@@ -1005,6 +1005,122 @@ class EngineSemantics(_Kit):
             with pytest.raises(UnknownDeliveryError):
                 await late.in_progress()
 
+    async def test_auto_ack_is_not_held_back_by_the_slow_body_after_it(self, make):
+        """An event acked automatically (the loop asked for the next one) reaches the store
+        within ACK_FLUSH_INTERVAL even when the next loop body works longer than the
+        visibility timeout: it is never redelivered to another consumer."""
+        streaming = make(subscriptions={"sub": {"mode": "exclusive", "window": 2,
+                                                "visibility_timeout": 0.5}})
+        async with streaming.run() as host:
+            await host.publish("s", ticks("s", 2), external=False)
+            other_got: list[Delivery] = []
+            seen: list[int] = []
+            async with host.subscribe("sub", "slow") as deliveries:
+                first = await within(deliveries.next(timeout=5))
+                seen.append(first.event.n)
+                other = await host.open_consumer("sub", "other")
+                second = await within(deliveries.next(timeout=5))  # first: acked automatically
+                seen.append(second.event.n)
+                # the second body works three visibility timeouts, saying so as it goes
+                loop = asyncio.get_running_loop()
+                until = loop.time() + 1.5
+                while loop.time() < until:
+                    await second.in_progress()
+                    other_got += await other.fetch(timeout=0.15)
+            assert seen == [0, 1]
+            assert other_got == []  # neither the acked one nor the one in progress came back
+            other_got += await other.fetch(timeout=0.6)
+            assert other_got == []
+            await other.close()
+
+    async def test_consumer_group_partition_stays_with_a_holder_that_extends(self, make):
+        """A rebalance moves a partition only once its holder settled what it holds: a holder
+        that keeps its event in progress past the visibility timeout keeps the partition, so
+        the new owner never takes the workflow's next event early."""
+        import zlib
+
+        streaming = make(subscriptions={"sub": {"mode": "consumer_group",
+                                                "visibility_timeout": 0.5, "window": 1}})
+
+        def rank(consumer: str) -> int:
+            return zlib.crc32(f"{consumer}\x000".encode())
+
+        # a second consumer that the rendezvous hash gives partition 0 once it joins
+        newcomer = next(f"b{i}" for i in range(1000) if rank(f"b{i}") > rank("a"))
+        async with streaming.run() as host:
+            await host.publish("s", ticks("s", 2, correlation_id="w"), external=False)
+            a = await host.open_consumer("sub", "a")
+            [held] = await collect(a, 1, ack=False)
+            b = await host.open_consumer("sub", newcomer)
+            early: list[Delivery] = []
+            loop = asyncio.get_running_loop()
+            until = loop.time() + 1.5  # three visibility timeouts
+            while loop.time() < until:
+                await held.in_progress()
+                early += await b.fetch(timeout=0.15)
+            assert early == []  # the workflow's second event waited for the first
+            await held.ack()
+            [nxt] = await collect(b, 1, timeout=10)
+            assert (held.event.n, nxt.event.n) == (0, 1)
+            assert await a.fetch(timeout=0.2) == []
+
+    async def test_at_most_once_events_waiting_in_the_buffer_survive_a_close(self, make):
+        """At most once, an event is settled when it is handed to code, not when it is
+        claimed: what waited in a consumer's buffer when it closed goes to another one."""
+        streaming = make(semantics=DeliverySemantics.AT_MOST_ONCE,
+                         subscriptions={"sub": {"mode": "exclusive", "window": 10}})
+        total = 10
+        async with streaming.run() as host:
+            await host.publish("s", ticks("s", total), external=False)
+            got: list[int] = []
+            async with host.subscribe("sub", "first") as deliveries:
+                async for d in deliveries:  # one seen; the other nine were prefetched
+                    got.append(d.event.n)
+                    break
+            later = await host.open_consumer("sub", "later")
+            got += [d.event.n for d in await collect(later, total - 1, ack=False)]
+            assert sorted(got) == list(range(total))  # none lost, none twice
+            assert await later.fetch(timeout=0.3) == []
+
+    @pytest.mark.parametrize("mode", ["exclusive", "consumer_group"])
+    async def test_a_redelivery_to_the_same_consumer_supersedes_the_old_delivery(
+            self, make, mode):
+        streaming = make(subscriptions={"sub": {"mode": mode, "visibility_timeout": 0.3}})
+        async with streaming.run() as host:
+            await host.publish("s", ticks("s", 1), external=False)
+            c = await host.open_consumer("sub", "c")
+            [old] = await collect(c, 1, ack=False)
+            [new] = await collect(c, 1, ack=False)  # its deadline passed: handed over again
+            assert (new.id, old.attempt, new.attempt) == (old.id, 1, 2)
+            with pytest.raises(UnknownDeliveryError):
+                await old.ack()  # the old delivery is over: it cannot settle the new one
+            with pytest.raises(UnknownDeliveryError):
+                await old.nack(delay=0.0)
+            assert c.held == {new.id: new}
+            await new.ack()
+            assert c.held == {}
+            assert await c.fetch(timeout=0.6) == []  # acked: never again
+            runtime = host.engine.runtime("sub")
+            if mode == "consumer_group":  # the mode's count of what c holds is back to zero
+                assert all("c" not in held for held in runtime.mode._holds.values())
+
+    async def test_a_second_close_returns_once_the_first_has_released(self, make):
+        streaming = make(subscriptions={"sub": {"mode": "exclusive",
+                                                "visibility_timeout": 60}})
+        async with streaming.run() as host:
+            await host.publish("s", ticks("s", 5), external=False)
+            c = await host.open_consumer("sub", "c")
+            got = await collect(c, 5, ack=False)
+            first = asyncio.ensure_future(c.close("first"))
+            await asyncio.sleep(0)  # the first close is under way
+            await within(c.close("second"))
+            assert first.done()
+            assert "c" not in host.engine.runtime("sub").consumers
+            other = await host.open_consumer("sub", "other")  # released: at once, not in 60 s
+            again = await collect(other, 5, timeout=10)
+            assert sorted(d.id for d in again) == sorted(d.id for d in got)
+            await first
+
     # --- retention never loses an event silently -------------------------------------------------
 
     async def _drain(self, consumer: Any, timeout: float = 1.0) -> list[Delivery]:
