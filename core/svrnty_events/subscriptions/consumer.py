@@ -430,6 +430,10 @@ class Consumer:
         closed = self.closed
         now = asyncio.get_running_loop().time()
         for group, claimed in taken:
+            if not (terminal or closed or self.completed) and (
+                    not max_attempts or all(c.attempt <= max_attempts for c in claimed)):
+                deliveries += [Delivery(c.event, c.attempt, self, group, now) for c in claimed]
+                continue
             for c in claimed:
                 if self.completed or closed:
                     leftover.setdefault(group, []).append(c.event.id)
@@ -445,14 +449,15 @@ class Consumer:
         # settled when they leave the buffer, see take)
         held = self.held
         superseded: list[Delivery] = []
-        for d in deliveries:
-            old = held.get(d.record.id)
-            if old is not None:
+        new = {d.record.id: d for d in deliveries}
+        if held.keys() & new.keys():
+            for event_id in held.keys() & new.keys():
                 # handed to this consumer again (its deadline passed): the old delivery is
                 # over, its ack or nack must not settle the new one
+                old = held[event_id]
                 old.settled = True
                 superseded.append(old)
-            held[d.record.id] = d
+        held.update(new)
         if superseded:
             gone = {id(d) for d in superseded}
             if any(id(d) in gone for d in self.prefetched):
@@ -597,15 +602,22 @@ class Consumer:
         others are acked)."""
         self._last_seen = asyncio.get_running_loop().time()
         by_group, unknown = self._held_by_group(event_ids)
+        await self._ack_held(by_group)
+        if unknown and self._semantics != DeliverySemantics.AT_MOST_ONCE:
+            raise UnknownDeliveryError(unknown)
+
+    async def _ack_held(self, by_group: dict[str, list[Delivery]]) -> None:
         held = self.held
         for group, known in by_group.items():
+            ids = []
             for d in known:
                 d.settled = True
-                del held[d.record.id]
+                event_id = d.record.id
+                del held[event_id]
+                ids.append(event_id)
             # once sent, an ack runs to its end even if the caller is cancelled meanwhile:
             # the store may apply it, so the consumer must not think it still holds them
-            job = eager.start(self._store.ack(self.subscription, group, self.consumer_id,
-                                              [d.record.id for d in known]))
+            job = eager.start(self._store.ack(self.subscription, group, self.consumer_id, ids))
             try:
                 await asyncio.shield(job)
             except asyncio.CancelledError:
@@ -616,10 +628,8 @@ class Consumer:
                 raise
             self._settled(known)
             if self.runtime.mode.receipts:
-                await self._store.record_receipts(self.subscription, self.consumer_id,
-                                                  [d.record.id for d in known], read=True)
-        if unknown and self._semantics != DeliverySemantics.AT_MOST_ONCE:
-            raise UnknownDeliveryError(unknown)
+                await self._store.record_receipts(self.subscription, self.consumer_id, ids,
+                                                  read=True)
 
     def _unsettle(self, known: list[Delivery]) -> None:
         for d in known:  # not acked: still held, so a retry can ack them
@@ -683,7 +693,7 @@ class Consumer:
         engine task ``ACK_FLUSH_INTERVAL`` after the first deferred one, whatever the loop body
         is doing: how the in-process iterator auto-acks without a store round trip per event,
         and without holding the acks of a slow loop body."""
-        if not delivery.settled and self.held.get(delivery.record.id) is delivery:
+        if not delivery.settled:  # still held? checked by the flush
             if not self._deferred_acks:
                 self._arm_flush(ACK_FLUSH_INTERVAL)
             self._deferred_acks.append(delivery)
@@ -716,10 +726,19 @@ class Consumer:
             self._flush_timer.cancel()
             self._flush_timer = None
         deferred, self._deferred_acks = self._deferred_acks, []
-        ids = [d.record.id for d in deferred if self.held.get(d.record.id) is d and not d.settled]
-        if ids:
+        held = self.held
+        by_group: dict[str, list[Delivery]] = {}
+        for d in deferred:  # each deferred once (see ack_later)
+            if not d.settled and held.get(d.record.id) is d:
+                known = by_group.get(d.group)
+                if known is None:
+                    by_group[d.group] = [d]
+                else:
+                    known.append(d)
+        if by_group:
+            self._last_seen = asyncio.get_running_loop().time()
             try:
-                await self.ack(ids)
+                await self._ack_held(by_group)
             except BaseException:
                 # not acked (still held): keep them for the next flush or the close
                 self._deferred_acks[:0] = [d for d in deferred

@@ -76,7 +76,9 @@ class Subscriber:
         return self
 
     async def __anext__(self) -> Delivery:
-        consumer = await self.open()
+        consumer = self.consumer
+        if consumer is None:
+            consumer = await self.open()
         if consumer.closed:  # what was prefetched was released with the consumer
             raise StopAsyncIteration
         last = self._last
