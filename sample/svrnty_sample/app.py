@@ -21,6 +21,7 @@ from svrnty_events.errors import SvrntyEventsError
 from .consumer import AnalyticsConsumer
 from .domain import Directory, InvitationWorkflow, UserWorkflow, register_handlers
 from .http_api import HttpServer
+from .live import add_live_page
 
 log = logging.getLogger("svrnty_sample")
 
@@ -60,11 +61,13 @@ class SamplePlugin:
             self.consumer = AnalyticsConsumer(host, self.consume)
             await self.consumer.start()
         self.http = HttpServer(host, self.http_host, self.http_port)
+        add_live_page(self.http.app, host)  # /live and the SSE / WebSocket routes
         await self.http.start()
         url = self.http.url
         self.endpoints[:] = [f"{url}  HTTP API: POST /api/command/{{name}}, "
                              "GET|POST /api/query/{name}",
-                             f"{url}/docs  API docs (OpenAPI 3.1 at {url}/openapi.json)"]
+                             f"{url}/docs  API docs (OpenAPI 3.1 at {url}/openapi.json)",
+                             f"{url}/live  live page (events over SSE and WebSocket)"]
 
     @hookimpl
     async def host_stopping(self, host: EventStreamingHost) -> None:
