@@ -135,6 +135,8 @@ class HostConfig(_Config):
     subscriptions: list[SubscriptionConfig] = []
     #: delivery provider name -> its options (validated by the provider's options Struct)
     delivery: dict[str, dict[str, Any]] = {}
+    #: options of the telemetry plugin (``[telemetry]``, validated by that plugin)
+    telemetry: dict[str, Any] = {}
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 

@@ -8,6 +8,7 @@ hookspec; an implementation may accept fewer than the spec offers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
@@ -15,7 +16,9 @@ import pluggy
 if TYPE_CHECKING:
     import argparse
 
+    from .events import RecordedEvent
     from .host import EventStreamingHost
+    from .subscriptions import Delivery
 
 PROJECT_NAME = "svrnty_events"
 
@@ -95,3 +98,55 @@ def host_stopping(host: EventStreamingHost) -> Any:
 
     May return an awaitable, which the host awaits. Every implementation is called.
     """
+
+
+# --- observation: what the host and its subscription engine did ------------------------------
+#
+# Called synchronously, once per batch, after the store has the change; an implementation
+# returns nothing and must be quick (count, record, start a span). A host whose plugins
+# implement none of them skips the calls altogether. An exception propagates to the code that
+# appended or settled, after the store applied the change.
+
+
+@hookspec
+def events_appended(stream: str, events: Sequence[RecordedEvent]) -> None:
+    """Events were appended to ``stream`` (by a command or ``host.publish``), as the store
+    returned them: with sequences and partitions. An event whose id the stream already had
+    (a deduplicated retry) is among them."""
+
+
+@hookspec
+def events_delivered(subscription: str, consumer_id: str,
+                     deliveries: Sequence[Delivery]) -> None:
+    """``deliveries`` were handed to a consumer's code (in-process, or a delivery provider's
+    fetch), each with its ``attempt`` (1 = first delivery, more = a redelivery)."""
+
+
+@hookspec
+def events_acked(subscription: str, consumer_id: str, deliveries: Sequence[Delivery]) -> None:
+    """A consumer acked ``deliveries`` (explicitly, automatically or by processing them once).
+    At-most-once deliveries, settled when handed over, are not reported here."""
+
+
+@hookspec
+def events_nacked(subscription: str, consumer_id: str, deliveries: Sequence[Delivery],
+                  delay: float) -> None:
+    """A consumer nacked ``deliveries``: they are redelivered after ``delay`` seconds. A nack
+    of a delivery on its last attempt dead-letters it instead (``events_dead_lettered``)."""
+
+
+@hookspec
+def events_dead_lettered(subscription: str, consumer_id: str,
+                         events: Sequence[RecordedEvent], reason: str) -> None:
+    """``events`` were moved to the subscription's dead-letter queue: nacked on their last
+    attempt, dead-lettered by the consumer, or claimed again past their delivery attempts."""
+
+
+@hookspec
+def consumer_joined(subscription: str, consumer_id: str) -> None:
+    """A consumer was registered with ``subscription``."""
+
+
+@hookspec
+def consumer_left(subscription: str, consumer_id: str, reason: str) -> None:
+    """A consumer was unregistered (closed, replaced, heartbeat expired, host stopping)."""

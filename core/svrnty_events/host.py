@@ -136,6 +136,11 @@ class EventStreaming:
         self.config.subscriptions.append(config)
         return config
 
+    def add_telemetry(self, **options: Any) -> None:
+        """Configure the telemetry plugin (``[telemetry]`` in TOML), e.g.
+        ``add_telemetry(prometheus={"host": "127.0.0.1", "port": 9464})``."""
+        self.config.telemetry = options
+
     def add_delivery(self, provider: str, **options: Any) -> None:
         """Enable a delivery provider plugin with its options (``[delivery.NAME]`` in TOML)."""
         self.config.delivery[provider] = options
@@ -188,10 +193,14 @@ class EventStreamingHost:
         self.handlers = streaming.handlers
         self.streams: dict[str, StreamConfig] = {}
         self.providers: dict[str, DeliveryProvider] = {}
+        #: what plugins other than delivery providers serve (e.g. a metrics endpoint), listed
+        #: by endpoints() and the banner
+        self.extra_endpoints: list[str] = []
         self.started = False
         self._validate()
         self.store: EventStore = self._store_reg.factory(self._store_options)
         self.engine = SubscriptionEngine(self.store, streaming.event_types)
+        self.engine.observers = plugin_registry.observation_hooks(pm)
 
     # --- validation: everything is checked before anything starts -----------------------------
 
@@ -269,6 +278,10 @@ class EventStreamingHost:
             if sub.max_delivery_attempts < 0:
                 raise ConfigError(f"subscriptions[{i}].max_delivery_attempts", "must be >= 0",
                                   source=src)
+        if cfg.telemetry and self.pm.get_plugin("telemetry") is None:
+            raise ConfigError("telemetry", "configured, but the telemetry plugin is not loaded: "
+                              "pip install svrnty-events-telemetry (or add it to "
+                              f"{plugin_registry.PLUGINS_ENV})", source=src)
         self._provider_regs = {}
         for name, options in cfg.delivery.items():
             reg = self.registry.get("delivery provider", name, path=f"delivery.{name}",
@@ -300,6 +313,8 @@ class EventStreamingHost:
             for result in self.pm.hook.host_started(host=self):
                 if inspect.isawaitable(result):
                     await result
+            # a plugin may register an observer of its own for this host as it starts
+            self.engine.observers = plugin_registry.observation_hooks(self.pm)
         except BaseException:
             await self.stop()
             raise
@@ -376,6 +391,8 @@ class EventStreamingHost:
                       for e in events]
         appended = await self.store.append(stream, events, expected_version=workflow.version) \
             if events else []
+        if appended and (observers := self.engine.observers) is not None:
+            observers.events_appended(stream=stream, events=appended)
         return CommandResult(value, workflow.id if events or not workflow.is_new else None,
                              appended)
 
@@ -418,7 +435,10 @@ class EventStreamingHost:
             raise StreamScopeError(stream)
         events = [e if e.stream == stream else msgspec.structs.replace(e, stream=stream)
                   for e in events]
-        return await self.store.append(stream, events)
+        appended = await self.store.append(stream, events)
+        if appended and (observers := self.engine.observers) is not None:
+            observers.events_appended(stream=stream, events=appended)
+        return appended
 
     async def read(self, stream: str, **kwargs: Any) -> list[RecordedEvent]:
         self.stream_config(stream)
@@ -481,7 +501,8 @@ class EventStreamingHost:
     # --- description ---------------------------------------------------------------------------
 
     def endpoints(self) -> list[str]:
-        return [e for p in self.providers.values() for e in p.endpoints()]
+        return [*(e for p in self.providers.values() for e in p.endpoints()),
+                *self.extra_endpoints]
 
     def banner(self, extra_endpoints: Iterable[str] = ()) -> str:
         """The startup banner: plugins, store, streams, subscriptions, endpoints."""

@@ -33,6 +33,10 @@ DEFAULT_PLUGINS = ("svrnty_events.modes",)
 
 KINDS = ("event store", "delivery provider", "subscription mode")
 
+#: the hooks through which the host and its engine report what they did (see hookspecs.py)
+OBSERVATION_HOOKS = ("events_appended", "events_delivered", "events_acked", "events_nacked",
+                     "events_dead_lettered", "consumer_joined", "consumer_left")
+
 
 @dataclass(frozen=True)
 class Registration:
@@ -143,6 +147,14 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str | None) -> Non
         who = name or pm.get_canonical_name(plugin)
         raise PluginValidationError(
             f'plugin "{who}" does not match its hookspec: {exc}') from None
+
+
+def observation_hooks(pm: pluggy.PluginManager) -> pluggy.HookRelay | None:
+    """``pm.hook`` when a plugin implements an observation hook, else None: the host and its
+    engine check for None and skip the calls, so observing costs nothing when nobody does."""
+    if any(getattr(pm.hook, name).get_hookimpls() for name in OBSERVATION_HOOKS):
+        return pm.hook
+    return None
 
 
 def plugin_name(pm: pluggy.PluginManager, plugin: object) -> str:

@@ -90,6 +90,9 @@ class Consumer:
         self._last_seen = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._deferred_acks: list[Delivery] = []
+        #: observed hosts: deliveries the in-process iterator handed over one by one, reported
+        #: together (see report_delivered)
+        self._unreported: list[Delivery] = []
         # deferred acks are flushed, and prefetched deliveries extended, by engine-owned tasks
         # these timers start: a slow loop body neither holds acks nor lets its buffer expire
         self._flush_timer: asyncio.TimerHandle | None = None
@@ -200,7 +203,31 @@ class Consumer:
         taken = [prefetched.popleft() for _ in range(count)]
         if self._semantics == DeliverySemantics.AT_MOST_ONCE and taken:
             await self._settle_before_hand_over(taken)
+        if taken and self.engine.observers is not None:
+            self.observe_delivered(taken)
         return taken
+
+    def observe_delivered(self, deliveries: list[Delivery]) -> None:
+        """Report deliveries handed to the consumer's code (see hookspecs.events_delivered);
+        callers check ``engine.observers`` first."""
+        self.report_delivered()
+        observers = self.engine.observers
+        if observers is not None:
+            observers.events_delivered(subscription=self.subscription,
+                                       consumer_id=self.consumer_id, deliveries=deliveries)
+
+    def handed_over(self, delivery: Delivery) -> None:
+        """The in-process iterator handed ``delivery`` to code: reported with the others of
+        its batch once the buffer runs dry, or before a settlement or the close is (one hook
+        call per batch, not per event)."""
+        self._unreported.append(delivery)
+
+    def report_delivered(self) -> None:
+        unreported = self._unreported
+        if unreported and (observers := self.engine.observers) is not None:
+            self._unreported = []
+            observers.events_delivered(subscription=self.subscription,
+                                       consumer_id=self.consumer_id, deliveries=unreported)
 
     async def _settle_before_hand_over(self, taken: list[Delivery]) -> None:
         pending = [d for d in taken if not d.settled]
@@ -275,6 +302,8 @@ class Consumer:
         loop = asyncio.get_running_loop()
         if self.prefetched:
             return True
+        if self._unreported:
+            self.report_delivered()
         if self.completed:
             return False
         deadline = None if timeout is None else loop.time() + timeout
@@ -473,22 +502,27 @@ class Consumer:
             await self._quietly(store.release(sub, group, me, event_ids=ids, unseen=ids),
                                 "release")
         for group, c in expired:
-            await self._quietly(store.dead_letter(
-                sub, group, me, c.event.id, attempts=c.attempt - 1,
-                reason=c.last_reason or "max delivery attempts exceeded"), "dead-letter")
+            reason = c.last_reason or "max delivery attempts exceeded"
+            if await self._quietly(store.dead_letter(
+                    sub, group, me, c.event.id, attempts=c.attempt - 1, reason=reason),
+                    "dead-letter") and (observers := self.engine.observers) is not None:
+                observers.events_dead_lettered(subscription=sub, consumer_id=me,
+                                               events=[c.event], reason=reason)
         self.delivered_count += len(deliveries)
         if mode.receipts and deliveries:
             await self._quietly(store.record_receipts(sub, me, [d.record.id for d in deliveries],
                                                       read=False), "record receipts")
 
-    async def _quietly(self, aw: Any, what: str) -> None:
+    async def _quietly(self, aw: Any, what: str) -> bool:
         """Bookkeeping of a claim that may fail without losing anything (the events stay in
-        flight in the store and come back at their deadline)."""
+        flight in the store and come back at their deadline). True if it was done."""
         try:
             await aw
         except StoreUnavailableError as exc:
             log.warning("%s/%s: could not %s (%s); the store hands the events out again at "
                         "their deadline", self.subscription, self.consumer_id, what, exc)
+            return False
+        return True
 
     def _raise_if_closed(self) -> None:
         if self.closed:
@@ -627,6 +661,7 @@ class Consumer:
                 self._unsettle(known)
                 raise
             self._settled(known)
+            self._observe_acked(known)
             if self.runtime.mode.receipts:
                 await self._store.record_receipts(self.subscription, self.consumer_id, ids,
                                                   read=True)
@@ -643,6 +678,13 @@ class Consumer:
                 self._unsettle(known)
         else:
             self._settled(known)
+            self._observe_acked(known)
+
+    def _observe_acked(self, known: list[Delivery]) -> None:
+        if (observers := self.engine.observers) is not None:
+            self.report_delivered()
+            observers.events_acked(subscription=self.subscription,
+                                   consumer_id=self.consumer_id, deliveries=known)
 
     async def ack_processed(self, event_id: str, delivery: Delivery | None = None) -> None:
         """Record a held event as processed and ack it (see Delivery.process_once); with
@@ -665,6 +707,7 @@ class Consumer:
         del self.held[event_id]
         d.settled = True
         self._settled([d])
+        self._observe_acked([d])
         if self.runtime.mode.receipts:
             await self._store.record_receipts(self.subscription, self.consumer_id, [event_id],
                                               read=True)
@@ -683,6 +726,7 @@ class Consumer:
         self._settled([d])
         if done is None:
             raise UnknownDeliveryError([event_id])
+        self._observe_acked([d])
         if self.runtime.mode.receipts:
             await self._store.record_receipts(self.subscription, self.consumer_id, [event_id],
                                               read=True)
@@ -757,7 +801,8 @@ class Consumer:
                 return  # settled when handed over: nothing to give back
             raise UnknownDeliveryError([event_id])
         config = self.runtime.config
-        if config.max_delivery_attempts and d.attempt >= config.max_delivery_attempts:
+        dead = bool(config.max_delivery_attempts and d.attempt >= config.max_delivery_attempts)
+        if dead:
             await self._store.dead_letter(self.subscription, d.group, self.consumer_id,
                                           event_id, attempts=d.attempt,
                                           reason=reason or "nacked", error=error)
@@ -769,6 +814,16 @@ class Consumer:
         del self.held[event_id]  # only once the store has it: a failed call leaves it held
         d.settled = True
         self._settled([d])
+        if (observers := self.engine.observers) is not None:
+            self.report_delivered()
+            if dead:
+                observers.events_dead_lettered(subscription=self.subscription,
+                                               consumer_id=self.consumer_id,
+                                               events=[d.record], reason=reason or "nacked")
+            else:
+                observers.events_nacked(subscription=self.subscription,
+                                        consumer_id=self.consumer_id, deliveries=[d],
+                                        delay=max(delay or 0.0, 0.0))
 
     async def dead_letter(self, event_id: str, *, reason: str, error: str | None = None) -> None:
         """Dead-letter a held event now, whatever its attempts."""
@@ -781,6 +836,11 @@ class Consumer:
         del self.held[event_id]
         d.settled = True
         self._settled([d])
+        if (observers := self.engine.observers) is not None:
+            self.report_delivered()
+            observers.events_dead_lettered(subscription=self.subscription,
+                                           consumer_id=self.consumer_id, events=[d.record],
+                                           reason=reason)
 
     async def mark_read(self, event_ids: Iterable[str]) -> None:
         await self._store.record_receipts(self.subscription, self.consumer_id, list(event_ids),
@@ -873,6 +933,11 @@ class Consumer:
                     self.engine.request_sync(runtime)
             self.engine.changed(runtime)
             runtime.wake_one()
+            if (observers := self.engine.observers) is not None:
+                self.report_delivered()
+                observers.consumer_left(subscription=self.subscription,
+                                        consumer_id=self.consumer_id,
+                                        reason=self.close_reason or "closed")
         log.debug("consumer %s left %s (%s), released %d", self.consumer_id, self.subscription,
                   self.close_reason, len(held))
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import pluggy
+
 from ..config import StreamConfig, SubscriptionConfig
 from ..errors import (
     ConfigError,
@@ -96,6 +98,9 @@ class SubscriptionEngine:
         self.subscriptions: dict[str, SubscriptionRuntime] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
+        #: the plugin manager's hooks when a plugin observes deliveries (see
+        #: plugins.observation_hooks), else None: then nothing is reported
+        self.observers: pluggy.HookRelay | None = None
 
     def add(self, runtime: SubscriptionRuntime) -> None:
         self.subscriptions[runtime.name] = runtime
@@ -204,6 +209,8 @@ class SubscriptionEngine:
         if not private:
             runtime.mode.join(consumer_id)
             self.changed(runtime)
+        if self.observers is not None:
+            self.observers.consumer_joined(subscription=subscription, consumer_id=consumer_id)
         return consumer
 
     async def _start_sequence(self, runtime: SubscriptionRuntime,

@@ -100,6 +100,8 @@ class Subscriber:
                 raise StopAsyncIteration from None
         else:
             self._last = consumer.prefetched.popleft()
+            if consumer.engine.observers is not None:
+                consumer.handed_over(self._last)
         return self._last
 
     async def next(self, timeout: float | None = None) -> Delivery | None:
