@@ -420,6 +420,12 @@ class EventStreamingHost:
         """The configuration of a subscription. Raises UnknownSubscriptionError."""
         return self.engine.runtime(subscription).config
 
+    def shares_group(self, subscription: str) -> bool:
+        """True when the subscription's consumers draw from one delivery group (exclusive,
+        consumer_group): a consumer then has no cursor of its own unless it is scoped to a
+        correlation id. Raises UnknownSubscriptionError."""
+        return self.engine.runtime(subscription).mode.shared
+
     def stream_config(self, stream: str) -> StreamConfig:
         try:
             return self.streams[stream]

@@ -57,7 +57,8 @@ class Consumer:
     def __init__(self, engine: SubscriptionEngine, runtime: SubscriptionRuntime, consumer_id: str,
                  *, group: str, private: bool, correlation_id: str | None,
                  event_types: Sequence[str], terminal_event_types: Sequence[str], window: int,
-                 metadata: dict[str, str], heartbeat_timeout: float | None) -> None:
+                 metadata: dict[str, str], heartbeat_timeout: float | None,
+                 transient: bool = False) -> None:
         self.engine = engine
         self.runtime = runtime
         self.subscription = runtime.name
@@ -72,6 +73,8 @@ class Consumer:
         self.window = window
         self.metadata = metadata
         self.heartbeat_timeout = heartbeat_timeout
+        #: a private group that is this consumer's alone: deleted when it closes
+        self.transient = transient and private
         #: deliveries handed over and not settled (at-least-once), by event id
         self.held: dict[str, Delivery] = {}
         #: deliveries claimed but not yet handed to the consumer's code, oldest first
@@ -919,7 +922,7 @@ class Consumer:
                 await store.release(self.subscription, group, self.consumer_id,
                                     unseen=unseen.get(group, ()))
             released = True
-            if self.private and (self.correlation_id is not None
+            if self.private and (self.transient or self.correlation_id is not None
                                  or runtime.stream.type == StreamType.EPHEMERAL):
                 await store.delete_group(self.subscription, self.group)
         finally:

@@ -146,7 +146,8 @@ class SubscriptionEngine:
                             terminal_event_types: Iterable[type | str] | None = None,
                             window: int | None = None, metadata: dict[str, str] | None = None,
                             heartbeat_timeout: float | None = None,
-                            start: int | datetime | str | None = None) -> Consumer:
+                            start: int | datetime | str | None = None,
+                            transient: bool = False) -> Consumer:
         """Register a consumer. A consumer with the same id already connected is replaced (its
         held events are released). ``correlation_id`` scopes the consumer to one workflow: it
         gets a cursor of its own over the subscription's stream and completes when a terminal
@@ -159,7 +160,11 @@ class SubscriptionEngine:
         ``start`` places a new cursor (a consumer with a group of its own, or a shared group not
         created yet): a sequence, a datetime (the first event at or after it), ``"beginning"``
         or ``"new"`` (only events appended from now on); None = the oldest retained event.
-        An existing cursor resumes where it was."""
+        An existing cursor resumes where it was.
+
+        ``transient``: a consumer with a group of its own (broadcast, read_receipt) whose cursor
+        is forgotten when it closes (a browser connection that states its own start each time);
+        no effect on a shared group."""
         if self._closing:
             raise ConsumerClosedError("host is stopping")
         if not consumer_id:
@@ -196,7 +201,8 @@ class SubscriptionEngine:
             correlation_id=correlation_id, event_types=own_types,
             terminal_event_types=terminal,
             window=window if window is not None else config.window,
-            metadata=dict(metadata or {}), heartbeat_timeout=heartbeat_timeout)
+            metadata=dict(metadata or {}), heartbeat_timeout=heartbeat_timeout,
+            transient=transient)
         begin = await self._start_sequence(runtime, start)
         try:
             for group_name, claim_filter in consumer.groups():

@@ -18,7 +18,6 @@ from typing import Any
 from aiohttp import WSCloseCode, web
 
 from svrnty_events import Consumer, EventStreamingHost
-from svrnty_events.config import StreamType
 from svrnty_events.errors import UnknownSubscriptionError
 
 from .access import Access, accepted_tokens
@@ -113,7 +112,7 @@ class WebGateway:
     def shares_group(self, subscription: str, correlation_id: str | None) -> bool:
         """True when the consumers of ``subscription`` draw from one delivery group (exclusive,
         consumer_group), so a connection's start position cannot be its own."""
-        return correlation_id is None and self.host.engine.runtime(subscription).mode.shared
+        return correlation_id is None and self.host.shares_group(subscription)
 
     # --- consumers ---------------------------------------------------------------------------
 
@@ -125,18 +124,11 @@ class WebGateway:
         self._consumers.add(consumer)
         return consumer
 
-    async def close_consumer(self, consumer: Consumer, reason: str, *,
-                             transient: bool = False) -> None:
-        """Close (what it holds is redelivered at once). ``transient``: the consumer's own
-        cursor is forgotten too, where the engine keeps it (a persistent stream)."""
+    async def close_consumer(self, consumer: Consumer, reason: str) -> None:
+        """Close (what it holds is redelivered at once; a transient consumer's cursor is
+        forgotten by the engine)."""
         self._consumers.discard(consumer)
         await consumer.close(reason)
-        if transient and consumer.private and consumer.correlation_id is None \
-                and self.host.stream_config(consumer.stream).type != StreamType.EPHEMERAL:
-            # the cursor was this connection's alone; the engine deletes it on its own only
-            # for ephemeral streams and correlation-scoped consumers
-            with suppress(Exception):
-                await self.host.store.delete_group(consumer.subscription, consumer.group)
 
     def track(self, ws: web.WebSocketResponse) -> None:
         self._sockets.add(ws)

@@ -162,7 +162,7 @@ async def sse_view(gateway: WebGateway, request: web.Request) -> web.StreamRespo
                 subscription, consumer_id, correlation_id=params.correlation_id,
                 event_types=params.event_types or None,
                 terminal_event_types=params.terminal_event_types or None,
-                window=params.window, start=params.start,
+                window=params.window, start=params.start, transient=not shared,
                 metadata={"transport": "sse", "peer": str(request.remote or "")})
         except ConsumerLimitError as exc:
             raise Problem(503, "Too many consumers", f"subscription: {exc}",
@@ -189,7 +189,7 @@ async def sse_view(gateway: WebGateway, request: web.Request) -> web.StreamRespo
         except (ConnectionError, ConsumerClosedError):
             pass  # the browser went away, or the consumer was closed (host stopping, replaced)
         finally:
-            await gateway.close_consumer(consumer, "disconnected", transient=not shared)
+            await gateway.close_consumer(consumer, "disconnected")
     return response
 
 
