@@ -1,6 +1,7 @@
 """Consumer scenarios: the public consumer path (``async with host.subscribe(sub, consumer_id)
 as deliveries: async for d in deliveries: ...``, automatic acks) on one host, per store (memory,
-SQLite on a temp file, Redis on a throw-away redis-server), over events already in a
+SQLite on a temp file, Redis on a throw-away redis-server, PostgreSQL on a throw-away server),
+over events already in a
 persistent stream of 16 partitions (200 workflows), for exclusive and consumer_group
 subscriptions with 1 and 4 consumers; beside a store-level ``claim`` + ``ack`` loop over the
 same events in the same run.
@@ -24,6 +25,7 @@ from svrnty_events import EventStreaming, StreamType
 from svrnty_events.events import RecordedEvent, record
 
 from .common import Result, Tick
+from .postgres_server import postgres_server
 from .redis_server import redis_server
 
 STREAM = "s0"
@@ -47,7 +49,7 @@ PUBLIC = (("exclusive x1", "exclusive", 1), ("exclusive x4", "exclusive", 4),
 STORE_LEVEL = "store_level"
 #: store name -> the module of its plugin (loaded alone: a broken plugin skips only its store)
 PLUGINS = {"memory": "svrnty_events_memory.plugin", "sqlite": "svrnty_events_sqlite.plugin",
-           "redis": "svrnty_events_redis.plugin"}
+           "redis": "svrnty_events_redis.plugin", "postgres": "svrnty_events_postgres.plugin"}
 
 
 class BenchmarkFailure(AssertionError):
@@ -292,5 +294,10 @@ async def run(quick: bool, progress) -> list[Result]:  # type: ignore[no-untyped
         else:
             results += await bench_store(
                 "redis", lambda r: {"url": url, "key_prefix": f"bench-consumers{r}:"}, n,
+                rounds, progress)
+    with postgres_server() as url:
+        if url is not None:
+            results += await bench_store(
+                "postgres", lambda r: {"url": url, "schema": f"bench_consumers{r}"}, n,
                 rounds, progress)
     return results

@@ -1,6 +1,7 @@
-"""Store scenarios: append, and consume + ack, through the SQLite and Redis stores, each beside
-the raw client doing the same work in the same run (raw sqlite3 batch inserts; raw redis-py
-XADD / XREADGROUP / XACK). Skipped with a note when a store plugin or redis-server is absent."""
+"""Store scenarios: append, and consume + ack, through the SQLite, Redis and PostgreSQL stores,
+each beside the raw client doing the same work in the same run (raw sqlite3 batch inserts; raw
+redis-py XADD / XREADGROUP / XACK; raw asyncpg batched inserts and a SKIP LOCKED claim-and-delete
+loop). Skipped with a note when a store plugin or its server is absent."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from svrnty_events import EventStreaming, StreamType
 
 from .common import Result, Stopwatch, ticks
+from .postgres_server import postgres_server
 from .redis_server import redis_server
 
 BATCH = 100
@@ -117,12 +119,107 @@ async def raw_redis_consume(url: str, n: int) -> float:
         await client.aclose()
 
 
+_PG_TABLE = ("(seq bigint PRIMARY KEY, id text UNIQUE, type text, correlation_id text, "
+             "ts bigint, data bytea)")
+
+
+def _pg_rows(n: int) -> list[tuple]:
+    return [(i, e.id, e.type, e.correlation_id, int(e.timestamp.timestamp() * 1e6), e.data)
+            for i, e in enumerate(ticks("s0", n))]
+
+
+async def _pg_insert(conn, table: str, rows: list[tuple]) -> None:  # type: ignore[no-untyped-def]
+    await conn.execute(
+        f"INSERT INTO {table} SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], "
+        "$4::text[], $5::bigint[], $6::bytea[])", *[list(col) for col in zip(*rows)])
+
+
+async def raw_postgres_append(url: str, n: int) -> float:
+    """The same rows as the store appends, inserted with asyncpg in batches of BATCH, one
+    transaction each (unnest: one statement per batch)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    table = f"raw_append_{uuid.uuid4().hex[:8]}"
+    rows = _pg_rows(n)
+    try:
+        await conn.execute(f"CREATE TABLE {table} {_PG_TABLE}")
+        with Stopwatch() as sw:
+            for i in range(0, n, BATCH):
+                async with conn.transaction():
+                    await _pg_insert(conn, table, rows[i:i + BATCH])
+        return n / sw.elapsed
+    finally:
+        await conn.execute(f"DROP TABLE IF EXISTS {table}")
+        await conn.close()
+
+
+async def raw_postgres_consume(url: str, n: int) -> float:
+    """Claim-and-delete of n rows already in a queue table (inserted before the clock starts):
+    ``DELETE ... WHERE seq IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 100) RETURNING``."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    table = f"raw_queue_{uuid.uuid4().hex[:8]}"
+    rows = _pg_rows(n)
+    try:
+        await conn.execute(f"CREATE TABLE {table} {_PG_TABLE}")
+        for i in range(0, n, 1000):
+            await _pg_insert(conn, table, rows[i:i + 1000])
+        claim = (f"DELETE FROM {table} WHERE seq IN (SELECT seq FROM {table} ORDER BY seq "
+                 "LIMIT 100 FOR UPDATE SKIP LOCKED) RETURNING seq, id, type, correlation_id, "
+                 "ts, data")
+        with Stopwatch() as sw:
+            seen = 0
+            while seen < n:
+                seen += len(await conn.fetch(claim))
+        return n / sw.elapsed
+    finally:
+        await conn.execute(f"DROP TABLE IF EXISTS {table}")
+        await conn.close()
+
+
+async def _postgres(quick: bool, n: int, progress) -> list[Result]:  # type: ignore[no-untyped-def]
+    results: list[Result] = []
+    with postgres_server() as url:
+        if url is None:
+            return results
+        rounds = 1 if quick else ROUNDS
+        raw_a, ours_a, raw_c, ours_c = [], [], [], []
+        for r in range(rounds):
+            progress(f"stores: postgres append (round {r + 1}/{rounds})")
+            raw_a.append(await raw_postgres_append(url, n))
+            ours_a.append(await ours_append("postgres", {"url": url, "schema": f"bench_a{r}"}, n))
+        for r in range(rounds):
+            progress(f"stores: postgres consume + ack (round {r + 1}/{rounds})")
+            raw_c.append(await raw_postgres_consume(url, n))
+            ours_c.append(await ours_consume("postgres", {"url": url, "schema": f"bench_c{r}"},
+                                             n))
+        for name, baseline, ours, raw, target in (
+                ("postgres append", "raw asyncpg batched insert", ours_a, raw_a, ">= 0.5"),
+                ("postgres consume+ack", "raw asyncpg SKIP LOCKED claim+delete", ours_c, raw_c,
+                 ">= 0.7")):
+            mo, mr = statistics.median(ours), statistics.median(raw)
+            extra = {"target": target}
+            if rounds > 1:
+                extra.update(rounds=rounds, ours=[round(x) for x in ours],
+                             raw=[round(x) for x in raw])
+            results.append(Result(name, mo, baseline=baseline, baseline_events_per_s=mr,
+                                  ratio=mo / mr, extra=extra))
+    return results
+
+
 async def run(quick: bool, progress) -> list[Result]:  # type: ignore[no-untyped-def]
     from svrnty_events.plugins import collect_registry, get_plugin_manager
 
     stores = collect_registry(get_plugin_manager()).stores
     n = 10_000 if quick else 50_000
     results: list[Result] = []
+    if "postgres" in stores:
+        results += await _postgres(quick, n, progress)
+    else:
+        print("[benchmarks] stores: postgres skipped (svrnty-events-postgres not installed)",
+              file=sys.stderr)
     if "sqlite" in stores:
         for synchronous in ("full", "normal"):
             with tempfile.TemporaryDirectory() as tmp:

@@ -1,4 +1,5 @@
-"""The ``svrnty-events`` command line: ``plugins [--json]`` and ``serve --config FILE``."""
+"""The ``svrnty-events`` command line: ``plugins [--json]``, ``serve --config FILE`` and
+``asyncapi --config FILE``."""
 
 from __future__ import annotations
 
@@ -167,3 +168,83 @@ def test_serve_with_a_missing_file(tmp_path: Path) -> None:
                             env=subprocess_env(SVRNTY_EVENTS_PLUGINS="memory"))
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr == f"svrnty-events: error: {tmp_path / 'absent.toml'}: file not found\n"
+
+
+# --- asyncapi ------------------------------------------------------------------------------------
+
+ASYNCAPI_CONFIG = CONFIG + """
+[[subscriptions]]
+name = "audit"
+stream = "ledger"
+mode = "exclusive"
+event_types = ["PaymentTaken"]
+terminal_event_types = ["PaymentSettled"]
+description = "Payments only"
+
+[delivery.grpc]
+host = "127.0.0.1"
+port = 6100
+
+[delivery.webhook]
+
+[[delivery.webhook.endpoints]]
+url = "https://hooks:s3cret@billing.example.com:8443/in?token=abc"
+subscriptions = ["audit"]
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+name = "billing"
+"""
+
+
+def run_asyncapi(config: Path, *args: str, plugins: str = "memory,grpc,webhook"
+                 ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CLI, "asyncapi", "--config", str(config), *args],
+                          capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT,
+                          env=subprocess_env(SVRNTY_EVENTS_PLUGINS=plugins))
+
+
+def test_asyncapi_describes_streams_subscriptions_and_servers(tmp_path: Path) -> None:
+    from svrnty_events.testing.asyncapi import validate_asyncapi
+
+    config = tmp_path / "host.toml"
+    config.write_text(ASYNCAPI_CONFIG)
+    result = run_asyncapi(config, "--title", "payments", "--version", "2.1.0")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    validate_asyncapi(doc)
+    assert doc["info"]["title"] == "payments" and doc["info"]["version"] == "2.1.0"
+    assert set(doc["channels"]) == {"users", "ledger"}
+    assert doc["channels"]["ledger"]["address"] == "ledger"
+    assert set(doc["channels"]["ledger"]["messages"]) == {"PaymentTaken", "PaymentSettled"}
+    ops = doc["operations"]
+    # subscriptions are what the host sends; a cross_service stream also receives
+    assert {name: op["action"] for name, op in ops.items()} == {
+        "analytics": "send", "billing": "send", "audit": "send", "publish-ledger": "receive"}
+    assert ops["audit"]["messages"] == [{"$ref": "#/channels/ledger/messages/PaymentTaken"}]
+    assert ops["audit"]["description"].startswith("Payments only. Mode exclusive")
+    assert "consumer_group" in ops["billing"]["summary"]
+    servers = doc["servers"]
+    assert servers["grpc"] == {**servers["grpc"], "host": "127.0.0.1:6100", "protocol": "grpc"}
+    hook = servers["webhook-billing"]
+    assert (hook["host"], hook["protocol"], hook["pathname"]) == (
+        "billing.example.com:8443", "https", "/in")
+    assert "s3cret" not in result.stdout and "token=abc" not in result.stdout
+    # the webhook only carries the ledger stream's audit subscription (no list: every server)
+    assert "servers" not in doc["channels"]["ledger"]
+    assert doc["channels"]["users"]["servers"] == [{"$ref": "#/servers/grpc"}]
+
+    out = tmp_path / "asyncapi.json"
+    result = run_asyncapi(config, "--output", str(out))
+    assert (result.returncode, result.stdout) == (0, "")
+    written = json.loads(out.read_text())
+    assert written["info"]["title"] == "host.toml" and written["channels"] == doc["channels"]
+
+
+def test_asyncapi_with_a_wrong_file_or_no_file_exits_2(tmp_path: Path) -> None:
+    config = tmp_path / "host.toml"
+    config.write_text(BAD_CONFIGS["unknown stream"][0])
+    result = run_asyncapi(config, plugins="memory")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert 'subscriptions[1].stream: unknown stream "ledgers"' in result.stderr
+    result = subprocess.run([CLI, "asyncapi"], capture_output=True, text=True,
+                            timeout=SUBPROCESS_TIMEOUT, env=subprocess_env())
+    assert result.returncode == 2 and "--config" in result.stderr

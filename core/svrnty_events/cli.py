@@ -17,7 +17,8 @@ from .errors import SvrntyEventsError
 def build_parser(pm=None) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
     parser = argparse.ArgumentParser(
         prog="svrnty-events",
-        description="Event streaming for CQRS applications: inspect plugins, run a host.")
+        description="Event streaming for CQRS applications: inspect plugins, run a host, "
+                    "describe it as AsyncAPI.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -28,6 +29,18 @@ def build_parser(pm=None) -> argparse.ArgumentParser:  # type: ignore[no-untyped
     p = sub.add_parser("serve", help="run a host from a TOML configuration file")
     p.add_argument("--config", required=True, metavar="FILE", help="TOML configuration file")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("asyncapi", help="print the AsyncAPI 3.0 document of a host's "
+                                         "configuration",
+                       description="Streams as channels, event types as messages, subscriptions "
+                                   "as operations, delivery providers as servers. Nothing is "
+                                   "started: the configuration is only validated.")
+    p.add_argument("--config", required=True, metavar="FILE", help="TOML configuration file")
+    p.add_argument("--title", help="info.title (default: the file's name)")
+    p.add_argument("--version", dest="doc_version", default="0.1.0", metavar="VERSION",
+                   help="info.version (default: 0.1.0)")
+    p.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
+    p.set_defaults(func=cmd_asyncapi)
 
     p = sub.add_parser("new-plugin", help="scaffold a delivery provider plugin package")
     p.add_argument("name", help="plugin name, e.g. my-sink (entry point and config name)")
@@ -74,6 +87,23 @@ async def serve(streaming, *, extra_endpoints=(), ready=None) -> None:  # type: 
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+def cmd_asyncapi(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .asyncapi import document_for
+    from .host import EventStreaming
+
+    streaming = EventStreaming.from_toml(args.config)
+    doc = document_for(streaming, title=args.title or Path(args.config).name,
+                       version=args.doc_version)
+    text = json.dumps(doc, indent=2) + "\n"
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
 
 
 def cmd_new_plugin(args: argparse.Namespace) -> int:

@@ -19,7 +19,13 @@ from svrnty_events.cli import serve
 from svrnty_events.errors import SvrntyEventsError
 
 from .consumer import AnalyticsConsumer
-from .domain import Directory, InvitationWorkflow, UserWorkflow, register_handlers
+from .domain import (
+    STREAM_EVENT_TYPES,
+    Directory,
+    InvitationWorkflow,
+    UserWorkflow,
+    register_handlers,
+)
 from .http_api import HttpServer
 from .live import add_live_page
 
@@ -67,6 +73,7 @@ class SamplePlugin:
         self.endpoints[:] = [f"{url}  HTTP API: POST /api/command/{{name}}, "
                              "GET|POST /api/query/{name}",
                              f"{url}/docs  API docs (OpenAPI 3.1 at {url}/openapi.json)",
+                             f"{url}/asyncapi.json  streams and subscriptions (AsyncAPI 3.0)",
                              f"{url}/live  live page (events over SSE and WebSocket)"]
 
     @hookimpl
@@ -96,6 +103,8 @@ def create_streaming(config: str | Path | None = None, *, plugin: SamplePlugin |
                                          plugins=[plugin or SamplePlugin()])
     streaming.bind_workflow(UserWorkflow, "users")
     streaming.bind_workflow(InvitationWorkflow, "invitations")
+    for types in STREAM_EVENT_TYPES.values():
+        streaming.register_event_types(*types)
     register_handlers(streaming, directory or Directory())
     if grpc_host is not None or grpc_port is not None:
         grpc = streaming.config.delivery.setdefault("grpc", {})

@@ -17,14 +17,21 @@ from svrnty_events import Event, EventStreaming, Workflow
 
 # --- field constraints ---------------------------------------------------------------------------
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"\S",
+#: what ``\s`` matches in ECMA-262, the regex dialect of JSON Schema's ``pattern``. Python's
+#: ``\s`` is another set (it adds \x1c-\x1f and \x85, and lacks \ufeff), so the patterns spell
+#: the set out: the server (Python's ``re``) and any schema validator then agree on every string.
+WHITESPACE = r"\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=f"[^{WHITESPACE}]",
                                    description="Display name", examples=["Ada Lovelace"])]
-Email = Annotated[str, msgspec.Meta(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
-                                    description="E-mail address", examples=["ada@example.com"])]
+Email = Annotated[str, msgspec.Meta(
+    max_length=254, pattern=f"^[^@{WHITESPACE}]+@[^@{WHITESPACE}]+\\.[^@{WHITESPACE}]+$",
+    description="E-mail address", examples=["ada@example.com"])]
 Age = Annotated[int, msgspec.Meta(ge=0, le=150, description="Age in years")]
 UserId = Annotated[int, msgspec.Meta(ge=1, description="Id returned by addUser")]
 InvitationId = Annotated[str, msgspec.Meta(
-    min_length=1, description="Id returned by inviteUser: the invitation's workflow id")]
+    min_length=1, description="Id returned by inviteUser: the invitation's workflow id",
+    examples=["0b6f4c1e-8d2a-4f3b-9c5e-7a1d2e3f4a5b"])]
 
 
 class Payload(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -78,6 +85,12 @@ class InvitationDeclined(Event):
 
 #: event types that end an invitation's workflow (a correlation-scoped subscription completes)
 TERMINAL_INVITATION_EVENTS = (InvitationAccepted, InvitationDeclined)
+
+#: the event types of each stream (the AsyncAPI document's messages per channel)
+STREAM_EVENT_TYPES = {
+    "users": (UserAdded, UserRemoved),
+    "invitations": (InvitationSent, InvitationAccepted, InvitationDeclined),
+}
 
 
 # --- commands and queries ------------------------------------------------------------------------

@@ -4,7 +4,7 @@ handler registry; errors as RFC 7807 problem details; the OpenAPI document and i
     POST /api/command/{name}         JSON body -> {"result", "workflow_id", "events"}
     GET  /api/query/{name}?field=..  -> {"result"}
     POST /api/query/{name}           JSON body -> {"result"}
-    GET  /openapi.json, /docs, /healthz
+    GET  /openapi.json, /docs, /asyncapi.json, /healthz
 
 A command continues a workflow when it names one in a field (``acceptInvitation`` carries
 ``invitation_id``) or when the request has a ``Workflow-Id`` header.
@@ -21,8 +21,10 @@ import msgspec
 from aiohttp import web
 
 from svrnty_events import EventStreamingHost
+from svrnty_events.asyncapi import asyncapi_document, listening_servers
 
 from . import __version__
+from .domain import STREAM_EVENT_TYPES
 from .openapi import PROBLEM_TYPES, WORKFLOW_ID_HEADER, EventInfo, ProblemDetails, openapi_document
 from .operations import problem_for, run_command, run_query
 
@@ -31,10 +33,19 @@ log = logging.getLogger("svrnty_sample.http")
 PROBLEM_JSON = "application/problem+json"
 HOST_KEY = web.AppKey("host", EventStreamingHost)
 OPENAPI_KEY = web.AppKey("openapi", bytes)
+#: the AsyncAPI document, encoded, by the local address it was asked on
+ASYNCAPI_KEY = web.AppKey("asyncapi", dict)
 
 _encoder = msgspec.json.Encoder()
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: the sample's OpenAPI links: the result of one command is a field of another
+OPERATION_LINKS = [
+    ("inviteUser", "acceptInvitation", "invitation_id"),
+    ("inviteUser", "declineInvitation", "invitation_id"),
+    ("addUser", "removeUser", "user_id"),
+]
 
 
 def build_app(host: EventStreamingHost) -> web.Application:
@@ -44,7 +55,9 @@ def build_app(host: EventStreamingHost) -> web.Application:
         host.handlers, title="svrnty-events sample", version=__version__,
         description="Commands and queries of the svrnty-events sample host, generated from its "
                     "handlers. Every command runs in a workflow whose id is the correlation id "
-                    "of the events it emits."))
+                    "of the events it emits.",
+        links=[(source, target, field) for source, target, field in OPERATION_LINKS
+               if source in host.handlers.commands and target in host.handlers.commands]))
     for name in host.handlers.commands:
         app.router.add_post(f"/api/command/{name}", _command_view(name))
     for name in host.handlers.queries:
@@ -54,7 +67,9 @@ def build_app(host: EventStreamingHost) -> web.Application:
     # names without a handler: a 404 problem that lists the ones there are
     app.router.add_route("*", "/api/command/{name}", _unknown_view("command"))
     app.router.add_route("*", "/api/query/{name}", _unknown_view("query"))
+    app[ASYNCAPI_KEY] = {}
     app.router.add_get("/openapi.json", openapi_view)
+    app.router.add_get("/asyncapi.json", asyncapi_view)
     app.router.add_get("/docs", docs_view)
     app.router.add_get("/healthz", health_view)
     app.router.add_get("/", index_view)
@@ -90,12 +105,14 @@ def _unknown_view(kind: str) -> Handler:
     async def view(request: web.Request) -> web.Response:
         host = request.app[HOST_KEY]
         table = host.handlers.commands if kind == "command" else host.handlers.queries
-        method = "POST" if kind == "command" else "GET or POST"
+        methods = ["POST"] if kind == "command" else ["GET", "POST"]
         name = request.match_info["name"]
         if name in table:
+            # RFC 9110 section 10.2.1: Allow is a comma-separated list of methods
             return _problem(ProblemDetails(
                 "about:blank", "Method not allowed", 405,
-                f"{kind} {name} takes {method}", request.path), {"Allow": method})
+                f"{kind} {name} takes {' or '.join(methods)}", request.path),
+                {"Allow": ", ".join(methods)})
         return _problem(ProblemDetails(
             PROBLEM_TYPES["unknown_operation"], f"Unknown {kind}", 404,
             f'unknown {kind} "{name}"; available: {", ".join(sorted(table))}', request.path))
@@ -108,6 +125,34 @@ async def index_view(request: web.Request) -> web.Response:
 
 async def openapi_view(request: web.Request) -> web.Response:
     return web.Response(body=request.app[OPENAPI_KEY], content_type="application/json")
+
+
+async def asyncapi_view(request: web.Request) -> web.Response:
+    # the servers are the addresses the host bound: this connection's local one for HTTP
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    address = (f"[{sockname[0]}]:{sockname[1]}" if ":" in sockname[0]
+               else f"{sockname[0]}:{sockname[1]}") if sockname else request.host
+    cache = request.app[ASYNCAPI_KEY]
+    if address not in cache:
+        cache[address] = _encoder.encode(asyncapi_for(request.app[HOST_KEY], address))
+    return web.Response(body=cache[address], content_type="application/json")
+
+
+def asyncapi_for(host: EventStreamingHost, http_address: str) -> dict[str, Any]:
+    """The AsyncAPI document of the running sample: its streams, subscriptions and event types,
+    and as servers the gRPC EventService and the SSE / WebSocket routes on this HTTP port."""
+    servers: dict[str, dict[str, Any]] = {}
+    grpc = host.providers.get("grpc")
+    for endpoint in grpc.endpoints() if grpc is not None else ():
+        scheme, _, address = endpoint.partition("://")
+        servers.update(listening_servers("grpc", address, tls=scheme == "grpcs"))
+    servers.update(listening_servers("web", http_address))
+    return asyncapi_document(
+        host, title="svrnty-events sample", version=__version__,
+        description="The streams and subscriptions of the svrnty-events sample host: users and "
+                    "invitations as workflows, whose ids are the correlation ids of their "
+                    "events. Commands are over HTTP (/openapi.json) and gRPC.",
+        stream_event_types=STREAM_EVENT_TYPES, servers=servers)
 
 
 async def docs_view(request: web.Request) -> web.Response:

@@ -3,6 +3,7 @@ types: adding a handler adds its operation, its request schema and its response 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -46,7 +47,11 @@ class EventInfo(msgspec.Struct):
 
 
 def openapi_document(handlers: HandlerRegistry, *, title: str, version: str,
-                     description: str = "", servers: list[str] | None = None) -> dict[str, Any]:
+                     description: str = "", servers: list[str] | None = None,
+                     links: list[tuple[str, str, str]] | None = None) -> dict[str, Any]:
+    """The document of every registered command and query. ``links`` are OpenAPI links
+    ``(command, target operation, field)``: the command's ``result`` is the target's ``field``
+    (clients and the docs page follow them; so does a stateful test of the API)."""
     ops = [*handlers.commands.values(), *handlers.queries.values()]
     types: list[Any] = [ProblemDetails, EventInfo]
     for h in ops:
@@ -60,6 +65,17 @@ def openapi_document(handlers: HandlerRegistry, *, title: str, version: str,
 
     for h in handlers.commands.values():
         result = result_schema_of[(h.kind, h.name)]
+        continues = getattr(h.payload_type, "continues", None)
+        if continues:
+            header_doc = (f"The workflow this command continues is its `{continues}` field; "
+                          f"a {WORKFLOW_ID_HEADER} header, when sent, must name the same one "
+                          f"(another id is refused with 400, `errors[0].field` = "
+                          f"`{continues}`)")
+            invalid = (f"The payload is invalid, or a {WORKFLOW_ID_HEADER} header names "
+                       f"another workflow than `{continues}`; `errors` names the fields")
+        else:
+            header_doc = "Continue this workflow instead of starting a new one"
+            invalid = "The payload is invalid; `errors` names the fields"
         paths[f"/api/command/{h.name}"] = {"post": {
             "operationId": h.name,
             "tags": [_tag(h)],
@@ -67,9 +83,7 @@ def openapi_document(handlers: HandlerRegistry, *, title: str, version: str,
             "description": _description(h),
             "parameters": [{
                 "name": WORKFLOW_ID_HEADER, "in": "header", "required": False,
-                "description": "Continue this workflow instead of starting a new one (commands "
-                               "that name their workflow in a field need not send it)",
-                "schema": {"type": "string"}}],
+                "description": header_doc, "schema": {"type": "string"}}],
             "requestBody": {"required": True, "content": {"application/json": {
                 "schema": payload_schema_of[(h.kind, h.name)]}}},
             "responses": {
@@ -88,7 +102,7 @@ def openapi_document(handlers: HandlerRegistry, *, title: str, version: str,
                                 "events": {"type": "array",
                                            "items": {"$ref": REF.format(name="EventInfo")}}},
                             "required": ["result", "workflow_id", "events"]}}}},
-                "400": problem("The payload is invalid; `errors` names the fields"),
+                "400": problem(invalid),
                 "404": problem("Unknown command, or unknown workflow to continue"),
                 "409": problem("The command does not apply to the current state"),
             },
@@ -117,13 +131,21 @@ def openapi_document(handlers: HandlerRegistry, *, title: str, version: str,
             "post": {
                 "operationId": f"{h.name}Post",
                 "tags": [_tag(h)],
-                "summary": _summary(h) + " (JSON body)",
+                "summary": _summary(h).rstrip(".") + " (JSON body).",
                 "description": _description(h),
-                "requestBody": {"required": False, "content": {"application/json": {
+                # a query with required fields needs a body; one without takes none as {}
+                "requestBody": {"required": bool(required), "content": {"application/json": {
                     "schema": payload_schema_of[(h.kind, h.name)]}}},
                 "responses": responses,
             },
         }
+
+    for source, target, field in links or ():
+        response = paths[f"/api/command/{source}"]["post"]["responses"]["200"]
+        response.setdefault("links", {})[target] = {
+            "operationId": target,
+            "description": f"`result` is the `{field}` of {target}",
+            "requestBody": {field: "$response.body#/result"}}
 
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
@@ -148,8 +170,10 @@ def _tag(h: Handler) -> str:
 
 
 def _summary(h: Handler) -> str:
+    """The first sentence of the docstring's first paragraph, on one line."""
     doc = h.description or h.payload_type.__doc__ or ""
-    return doc.strip().split("\n", 1)[0] or h.name
+    paragraph = " ".join(doc.strip().split("\n\n", 1)[0].split())
+    return re.split(r"(?<=[.!?])\s+(?=[A-Z])", paragraph, maxsplit=1)[0] or h.name
 
 
 def _description(h: Handler) -> str:

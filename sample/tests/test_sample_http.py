@@ -4,6 +4,8 @@ the background consumer, commands and queries, validation), plus the API's OpenA
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import urllib.error
 import urllib.request
 import uuid
@@ -138,11 +140,23 @@ async def test_workflow_id_header_continues_a_workflow(sample: SampleProcess):
         headers={"Workflow-Id": invitation_id})
     assert status == 200 and declined["workflow_id"] == invitation_id
 
-    # a header that contradicts the command's own workflow field is refused
-    status, _, problem, _ = await post(f"{sample.http_url}/api/command/declineInvitation",
-                                       {"invitation_id": invitation_id},
-                                       headers={"Workflow-Id": str(uuid.uuid4())})
-    assert status == 400 and problem["errors"][0]["field"] == "invitation_id"
+    # a header that contradicts the command's own workflow field is refused, as documented
+    other = str(uuid.uuid4())
+    status, ctype, problem, _ = await post(f"{sample.http_url}/api/command/declineInvitation",
+                                           {"invitation_id": invitation_id},
+                                           headers={"Workflow-Id": other})
+    assert status == 400 and ctype == PROBLEM_JSON
+    assert problem["errors"][0]["field"] == "invitation_id"
+    assert invitation_id in problem["detail"] and other in problem["detail"]
+    assert "Workflow-Id" in problem["detail"]
+    _, _, doc = await get(f"{sample.http_url}/openapi.json")
+    for name in ("acceptInvitation", "declineInvitation"):
+        op = doc["paths"][f"/api/command/{name}"]["post"]
+        [header] = [p for p in op["parameters"] if p["name"] == "Workflow-Id"]
+        assert "`invitation_id`" in header["description"] and "400" in header["description"]
+        assert "Workflow-Id" in op["responses"]["400"]["description"]
+    plain = doc["paths"]["/api/command/addUser"]["post"]
+    assert "400" not in plain["parameters"][0]["description"]
 
 
 async def test_continuing_an_unknown_workflow_is_404(sample: SampleProcess):
@@ -199,8 +213,122 @@ async def test_unknown_command_and_query_are_404_problems(sample: SampleProcess)
 
 
 async def test_a_command_takes_post_only(sample: SampleProcess):
-    status, ctype, problem = await get(f"{sample.http_url}/api/command/addUser")
-    assert status == 405 and ctype == PROBLEM_JSON
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+        async with session.get(f"{sample.http_url}/api/command/addUser") as r:
+            assert r.status == 405 and r.content_type == PROBLEM_JSON
+            assert r.headers["Allow"] == "POST"
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "OPTIONS"])
+async def test_a_405_lists_the_allowed_methods_as_rfc_9110_says(sample: SampleProcess,
+                                                               method: str):
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+        async with session.request(method, f"{sample.http_url}/api/query/getUser") as r:
+            assert r.status == 405 and r.content_type == PROBLEM_JSON
+            allow = r.headers["Allow"]
+    # a comma-separated list of method tokens (RFC 9110 section 10.2.1)
+    assert [m.strip() for m in allow.split(",")] == ["GET", "POST"] and allow == "GET, POST"
+
+
+# --- what the schema allows, the server accepts ------------------------------------------------
+
+
+async def test_whole_number_floats_are_integers_in_bodies_as_in_query_strings(
+        sample: SampleProcess):
+    # JSON Schema's "integer" is any number without a fraction: 30.0 is one
+    status, _, added, _ = await post(f"{sample.http_url}/api/command/addUser",
+                                     {"name": "Float", "email": unique_email(), "age": 30.0})
+    assert status == 200, added
+    user_id = added["result"]
+    status, _, by_post, _ = await post(f"{sample.http_url}/api/query/getUser",
+                                       {"user_id": float(user_id)})
+    assert status == 200 and by_post["result"]["age"] == 30 and by_post["result"]["id"] == user_id
+    status, _, by_get = await get(f"{sample.http_url}/api/query/getUser",
+                                  {"user_id": f"{user_id}.0"})
+    assert status == 200 and by_get == by_post
+    # a fraction is still no integer, in a body or a query string
+    status, _, problem, _ = await post(f"{sample.http_url}/api/query/getUser",
+                                       {"user_id": user_id + 0.5})
+    assert status == 400 and problem["errors"][0]["field"] == "user_id"
+    status, _, problem = await get(f"{sample.http_url}/api/query/getUser",
+                                   {"user_id": f"{user_id}.5"})
+    assert status == 400 and problem["errors"][0]["field"] == "user_id"
+    status, _, problem, _ = await post(f"{sample.http_url}/api/command/addUser",
+                                       {"name": "Float", "email": unique_email(), "age": 30.5})
+    assert status == 400 and problem["errors"][0]["field"] == "age"
+    status, _, removed, _ = await post(f"{sample.http_url}/api/command/removeUser",
+                                       {"user_id": float(user_id)})
+    assert status == 200 and removed["result"] is True
+
+
+#: ECMA-262's WhiteSpace and LineTerminator code points: what \s means in a JSON Schema pattern
+ECMA_WHITESPACE = "\t\n\v\f\r \u00a0\u1680" + "".join(map(chr, range(0x2000, 0x200b))) \
+    + "\u2028\u2029\u202f\u205f\u3000\ufeff"
+#: whitespace to Python's \s that ECMA-262's \s does not match
+PYTHON_ONLY_WHITESPACE = "\x1c\x1d\x1e\x1f\x85"
+
+
+def ecma_matches(pattern: str, strings: list[str]) -> list[bool] | None:
+    """Whether ``pattern`` matches each string in JavaScript (an ECMA-262 engine), or None
+    where no ``node`` is installed."""
+    node = shutil.which("node")
+    if node is None:
+        return None
+    script = ("const [p, s] = JSON.parse(require('fs').readFileSync(0, 'utf8'));"
+              "process.stdout.write(JSON.stringify(s.map(x => new RegExp(p).test(x))));")
+    out = subprocess.run([node, "-e", script], input=json.dumps([pattern, strings]),
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    return json.loads(out)
+
+
+async def test_the_email_and_name_patterns_mean_what_json_schema_means(sample: SampleProcess):
+    _, _, doc = await get(f"{sample.http_url}/openapi.json")
+    props = doc["components"]["schemas"]["AddUserCommand"]["properties"]
+    email_pattern, name_pattern = props["email"]["pattern"], props["name"]["pattern"]
+    emails = [f"a{c}b-{uuid.uuid4().hex[:6]}@example.com"
+              for c in ECMA_WHITESPACE + PYTHON_ONLY_WHITESPACE]
+    names = list(ECMA_WHITESPACE + PYTHON_ONLY_WHITESPACE)
+    expected_emails = [c in PYTHON_ONLY_WHITESPACE for c in ECMA_WHITESPACE
+                       + PYTHON_ONLY_WHITESPACE]
+    # an ECMA-262 engine agrees with the code points the spec lists
+    for pattern, strings, expected in ((email_pattern, emails, expected_emails),
+                                       (name_pattern, names, expected_emails)):
+        js = ecma_matches(pattern, strings)
+        assert js is None or js == expected, [hex(ord(c)) for c, a, b in zip(
+            ECMA_WHITESPACE + PYTHON_ONLY_WHITESPACE, js, expected) if a != b]
+    # and the server accepts exactly what the schema allows
+    for email, allowed in zip(emails, expected_emails):
+        status, _, body, _ = await post(f"{sample.http_url}/api/command/inviteUser",
+                                        {"email": email})
+        assert status == (200 if allowed else 400), (hex(ord(email[1])), body)
+        if not allowed:
+            assert body["errors"][0]["field"] == "email"
+    for name, allowed in zip(names, expected_emails):
+        status, _, body, _ = await post(f"{sample.http_url}/api/command/addUser",
+                                        {"name": name, "email": unique_email()})
+        assert status == (200 if allowed else 400), (hex(ord(name)), body)
+
+
+async def test_a_pattern_in_an_error_is_shown_as_the_schema_has_it(sample: SampleProcess):
+    _, _, doc = await get(f"{sample.http_url}/openapi.json")
+    pattern = doc["components"]["schemas"]["AddUserCommand"]["properties"]["email"]["pattern"]
+    status, _, problem, _ = await post(f"{sample.http_url}/api/command/addUser",
+                                       {"name": "Ada", "email": "not-an-email"})
+    assert status == 400
+    assert problem["detail"] == f"email: expected str matching regex `{pattern}`"
+    assert problem["errors"][0]["message"] == f"expected str matching regex `{pattern}`"
+    assert "\\\\" not in problem["detail"]  # no doubled backslash
+
+
+async def test_a_query_with_required_fields_documents_its_body_as_required(
+        sample: SampleProcess):
+    _, _, doc = await get(f"{sample.http_url}/openapi.json")
+    assert doc["paths"]["/api/query/getUser"]["post"]["requestBody"]["required"] is True
+    assert doc["paths"]["/api/query/listUsers"]["post"]["requestBody"]["required"] is False
+    status, _, problem, _ = await post(f"{sample.http_url}/api/query/getUser", raw=b"")
+    assert status == 400 and problem["errors"][0]["field"] == "user_id"
+    status, _, listed, _ = await post(f"{sample.http_url}/api/query/listUsers", raw=b"")
+    assert status == 200 and isinstance(listed["result"], list)
 
 
 # --- queries -------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """Webhook delivery for svrnty-events: signed HTTP POSTs with retries, backoff and dead letters.
 
-Receivers verify requests with :func:`verify` (see :mod:`svrnty_events_webhook.signature`).
+Receivers verify requests with a Standard Webhooks library (``standardwebhooks``, ``svix``), with
+Stripe's, or with :func:`verify_standard` / :func:`verify` (see
+:mod:`svrnty_events_webhook.signature`).
 """
 
 from .options import WebhookEndpoint, WebhookOptions
@@ -11,7 +13,18 @@ from .payload import (
     SUBSCRIPTION_HEADER,
     WebhookEvent,
 )
-from .signature import SIGNATURE_HEADER, SignatureError, sign, verify
+from .signature import (
+    SIGNATURE_HEADER,
+    WEBHOOK_ID_HEADER,
+    WEBHOOK_SIGNATURE_HEADER,
+    WEBHOOK_TIMESTAMP_HEADER,
+    SignatureError,
+    sign,
+    sign_standard,
+    standard_secret,
+    verify,
+    verify_standard,
+)
 
 __all__ = [
     "ATTEMPT_HEADER",
@@ -19,12 +32,18 @@ __all__ = [
     "EVENT_TYPE_HEADER",
     "SIGNATURE_HEADER",
     "SUBSCRIPTION_HEADER",
+    "WEBHOOK_ID_HEADER",
+    "WEBHOOK_SIGNATURE_HEADER",
+    "WEBHOOK_TIMESTAMP_HEADER",
     "SignatureError",
     "WebhookEndpoint",
     "WebhookEvent",
     "WebhookOptions",
     "sign",
+    "sign_standard",
+    "standard_secret",
     "verify",
+    "verify_standard",
 ]
 
 __version__ = "0.1.0"

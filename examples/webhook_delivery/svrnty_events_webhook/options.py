@@ -6,7 +6,8 @@
 [[delivery.webhook.endpoints]]
 url = "https://billing.example.com/hooks/svrnty"
 subscriptions = ["billing"]
-secret_env = "BILLING_WEBHOOK_SECRET"   # or: secret = "..."
+secret_env = "BILLING_WEBHOOK_SECRET"   # or: secret = "whsec_..."
+signature = ["standard", "stripe"]      # the schemes each request is signed in
 concurrency = 4
 timeout = 5.0
 ```
@@ -14,14 +15,25 @@ timeout = 5.0
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
+from .signature import (
+    WEBHOOK_ID_HEADER,
+    WEBHOOK_SIGNATURE_HEADER,
+    WEBHOOK_TIMESTAMP_HEADER,
+    standard_key,
+)
+
 #: headers the provider sets itself; an endpoint's ``headers`` cannot override them
-RESERVED_HEADERS = frozenset({"content-type", "content-length", "host"})
+RESERVED_HEADERS = frozenset({"content-type", "content-length", "host", WEBHOOK_ID_HEADER,
+                              WEBHOOK_TIMESTAMP_HEADER, WEBHOOK_SIGNATURE_HEADER})
 RESERVED_PREFIX = "svrnty-"
 MIN_SECRET_LENGTH = 16
+
+Scheme = Literal["standard", "stripe"]
 
 
 class WebhookEndpoint(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -31,13 +43,19 @@ class WebhookEndpoint(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     url: str
     #: names of the subscriptions delivered to this URL
     subscriptions: list[str]
-    #: the shared secret that signs requests (at least 16 characters) ...
+    #: the shared secret that signs requests (at least 16 characters; ``whsec_<base64>``, the
+    #: Standard Webhooks form, or any other string) ...
     secret: str | None = None
     #: ... or the name of the environment variable holding it (read when the host starts)
     secret_env: str | None = None
     #: secrets still accepted by the receiver during a rotation: each request is signed with
     #: ``secret`` and with each of these
     previous_secrets: list[str] = []
+    #: the signature schemes of each request: ``standard`` (Standard Webhooks headers
+    #: ``webhook-id``, ``webhook-timestamp``, ``webhook-signature``), ``stripe``
+    #: (``Svrnty-Signature: t=...,v1=...``), or both
+    signature: Annotated[list[Scheme], msgspec.Meta(min_length=1)] = msgspec.field(
+        default_factory=lambda: ["standard", "stripe"])
     #: names the endpoint in logs, the banner and consumer ids (``webhook:NAME``); defaults to
     #: the URL without credentials, query or fragment. Keep it stable: it is the consumer id,
     #: which a persistent store uses to resume a broadcast subscription where it left off.
@@ -67,6 +85,13 @@ class WebhookEndpoint(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 (f"previous_secrets[{i}]", s) for i, s in enumerate(self.previous_secrets))):
             if value is not None and len(value) < MIN_SECRET_LENGTH:
                 raise ValueError(f"{field}: must be at least {MIN_SECRET_LENGTH} characters")
+        if len(set(self.signature)) != len(self.signature):
+            raise ValueError("signature: a scheme is listed twice")
+        if "standard" in self.signature:
+            for field, value in (("secret", self.secret), *(
+                    (f"previous_secrets[{i}]", s) for i, s in enumerate(self.previous_secrets))):
+                if value is not None:
+                    check_secret(field, value)
         if self.secret_env is not None and not self.secret_env:
             raise ValueError("secret_env: must name an environment variable")
         if self.concurrency < 1:
@@ -111,6 +136,16 @@ class WebhookOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 raise ValueError(f"endpoints[{i}].name: endpoints[{seen[name]}] already uses "
                                  f"the name {name!r}; give one of them a distinct name")
             seen[name] = i
+
+
+def check_secret(field: str, secret: str) -> None:
+    """Raise ValueError naming ``field`` when ``secret`` has the ``whsec_`` prefix of Standard
+    Webhooks secrets but no base64 key after it: receivers' libraries could not use it."""
+    try:
+        standard_key(secret)
+    except ValueError as exc:
+        raise ValueError(f"{field}: {exc} (a whsec_ secret is base64 after the prefix; "
+                         f'sign with signature = ["stripe"] alone to use it as it is)') from None
 
 
 def redacted_url(url: str) -> str:

@@ -29,7 +29,7 @@ from svrnty_events.errors import ConfigError, ConsumerClosedError, SvrntyEventsE
 from svrnty_events.host import EventStreamingHost
 from svrnty_events.subscriptions import Consumer, Delivery
 
-from .options import WebhookEndpoint, WebhookOptions, redacted_url
+from .options import WebhookEndpoint, WebhookOptions, check_secret, redacted_url
 from .payload import (
     ATTEMPT_HEADER,
     EVENT_ID_HEADER,
@@ -37,7 +37,7 @@ from .payload import (
     SUBSCRIPTION_HEADER,
     encode_body,
 )
-from .signature import SIGNATURE_HEADER, sign
+from .signature import SIGNATURE_HEADER, sign, sign_standard
 
 log = logging.getLogger("svrnty_events.webhook")
 
@@ -193,6 +193,12 @@ class WebhookDeliveryProvider:
                 raise ConfigError(f"{path}.secret_env",
                                   f"environment variable {endpoint.secret_env} is not set",
                                   source=self.host.streaming.source)
+            if "standard" in endpoint.signature:
+                try:
+                    check_secret("secret_env", secret)
+                except ValueError as exc:
+                    raise ConfigError(f"{path}.secret_env", f"{endpoint.secret_env}: {exc}",
+                                      source=self.host.streaming.source) from None
         else:
             assert endpoint.secret is not None
             secret = endpoint.secret
@@ -316,7 +322,7 @@ class WebhookDeliveryProvider:
             EVENT_TYPE_HEADER: delivery.type,
             ATTEMPT_HEADER: str(delivery.attempt),
             SUBSCRIPTION_HEADER: delivery.subscription,
-            SIGNATURE_HEADER: sign(target.secrets, body),
+            **signature_headers(endpoint.signature, target.secrets, delivery.id, body),
         }
         try:
             async with self.session.post(
@@ -331,6 +337,18 @@ class WebhookDeliveryProvider:
         except aiohttp.ClientError as exc:
             return Outcome("retry", f"connection error: {type(exc).__name__}",
                            error=str(exc) or None)
+
+
+def signature_headers(schemes: list[str], secrets: list[str], msg_id: str, body: bytes,
+                      timestamp: int | None = None) -> dict[str, str]:
+    """The signature headers of one request, in each of ``schemes``, with one timestamp."""
+    t = int(time.time()) if timestamp is None else timestamp
+    headers: dict[str, str] = {}
+    if "standard" in schemes:
+        headers.update(sign_standard(secrets, msg_id, body, t))
+    if "stripe" in schemes:
+        headers[SIGNATURE_HEADER] = sign(secrets, body, t)
+    return headers
 
 
 async def _excerpt(response: aiohttp.ClientResponse, limit: int) -> str:

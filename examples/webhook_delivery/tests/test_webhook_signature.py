@@ -16,7 +16,7 @@ from svrnty_events_webhook import SignatureError, sign, verify
 from svrnty_events_webhook.provider import classify, parse_retry_after, retry_delay
 from svrnty_events_webhook.signature import parse_header
 
-SECRET = "whsec_test_0123456789abcdef"
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # Standard Webhooks form: base64 after whsec_
 NOW = 1_767_225_600
 
 

@@ -17,7 +17,7 @@ from svrnty_events import EventStreaming, Event, Workflow
 from svrnty_events.events import record
 from svrnty_events.testing import within
 
-SECRET = "whsec_test_0123456789abcdef"
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # Standard Webhooks form: base64 after whsec_
 TIMEOUT = 10.0
 
 

@@ -8,12 +8,47 @@ import base64
 import json
 import os
 import socket
+import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 TARGET_ENV = "SVRNTY_EVENTS_TARGET"
 TOKEN_ENV = "SVRNTY_EVENTS_TOKEN"
+CONSUMER_ENV = "SVRNTY_EVENTS_CONSUMER"
 DEFAULT_TARGET = "127.0.0.1:6000"
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (a bad one is a usage error, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def sequence(text: str) -> int:
+    """An argparse type: a stream sequence (an integer >= 0)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def instant(text: str) -> datetime:
+    """An argparse type: an ISO 8601 date and time; without an offset it is UTC."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO 8601 time such as 2026-01-31T12:00:00Z, got {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def _connection_options(parser: argparse.ArgumentParser) -> None:
@@ -33,17 +68,37 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``subscribe`` and ``dlq`` to the ``svrnty-events`` command line."""
     p = subparsers.add_parser(
         "subscribe", help="consume a subscription of a running host over gRPC",
-        description="Print each delivered event and ack it after printing.")
+        description="Print each delivered event and ack it after printing. Each run is a new "
+                    "consumer unless --consumer names one: on a broadcast or read_receipt "
+                    "subscription of a persistent stream, a consumer that runs again with the "
+                    "same id resumes after the last event it acked (an ephemeral stream "
+                    "forgets a consumer's cursor when it leaves). A start position places a "
+                    "new cursor only; without one a new consumer starts at the oldest event "
+                    "the subscription retains.")
     _connection_options(p)
     p.add_argument("subscription", metavar="SUBSCRIPTION")
-    p.add_argument("--consumer", metavar="ID",
-                   help="consumer id (default: cli-HOSTNAME-PID)")
+    p.add_argument("--consumer", "--consumer-id", dest="consumer", metavar="ID",
+                   default=os.environ.get(CONSUMER_ENV) or None,
+                   help=f"consumer id; keep one across runs to resume where the last run left "
+                        f"off (default: ${CONSUMER_ENV}, else a new cli-HOSTNAME-PID per run)")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--from-beginning", dest="start", action="store_const",
+                       const="beginning", help="a new consumer starts at the stream's first "
+                                               "retained event")
+    start.add_argument("--new-only", dest="start", action="store_const", const="new",
+                       help="a new consumer gets only events appended from now on")
+    start.add_argument("--from-sequence", dest="start", type=sequence, metavar="N",
+                       help="a new consumer starts at stream sequence N")
+    start.add_argument("--from-time", dest="start", type=instant, metavar="TIME",
+                       help="a new consumer starts at the first event at or after TIME "
+                            "(ISO 8601; UTC unless it has an offset)")
     p.add_argument("--event-type", action="append", default=[], metavar="TYPE",
                    help="deliver only this event type (repeatable)")
     p.add_argument("--correlation-id", metavar="ID", help="only the events of one workflow")
     p.add_argument("--terminal-event-type", action="append", default=[], metavar="TYPE",
                    help="stop after delivering this event type (repeatable)")
-    p.add_argument("--max-events", type=int, metavar="N", help="exit after N events")
+    p.add_argument("--max-events", type=positive_int, metavar="N",
+                   help="exit after N events (N >= 1)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object per line: id, type, correlation_id, stream, "
                         "sequence, attempt, data")
@@ -59,18 +114,26 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         _connection_options(a)
         a.add_argument("subscription", metavar="SUBSCRIPTION")
         if action == "list":
-            a.add_argument("--limit", type=int, metavar="N", help="at most N dead letters")
+            a.add_argument("--limit", type=positive_int, metavar="N",
+                           help="at most N dead letters")
             a.add_argument("--json", action="store_true", help="print JSON")
         else:
             a.add_argument("--event-id", action="append", default=[], metavar="ID",
                            help="only this event (repeatable; default: all)")
+        if action == "purge":
+            a.add_argument("--yes", "-y", action="store_true",
+                           help="delete without asking (needed when stdin is not a terminal)")
         a.set_defaults(func=cmd_dlq)
 
 
 def _client(args: argparse.Namespace) -> Any:
     from .client import EventClient
 
-    roots = Path(args.ca).read_bytes() if args.ca else None
+    try:
+        roots = Path(args.ca).read_bytes() if args.ca else None
+    except OSError as exc:
+        print(f"svrnty-events: error: --ca: {exc.strerror or exc}: {args.ca}", file=sys.stderr)
+        raise SystemExit(2) from None
     return EventClient(args.target, token=args.token, root_certificates=roots)
 
 
@@ -90,8 +153,6 @@ def event_json(d: Any) -> dict[str, Any]:
 
 
 def cmd_subscribe(args: argparse.Namespace) -> int:
-    if args.max_events is not None and args.max_events < 1:
-        raise SystemExit("svrnty-events subscribe: error: --max-events must be >= 1")
     return asyncio.run(_subscribe(args))
 
 
@@ -104,7 +165,7 @@ async def _subscribe(args: argparse.Namespace) -> int:
                 args.subscription, consumer, correlation_id=args.correlation_id,
                 event_types=args.event_type or None,
                 terminal_event_types=args.terminal_event_type or None,
-                window=args.max_events, auto_ack=False) as deliveries:
+                window=args.max_events, auto_ack=False, start=args.start) as deliveries:
             async for d in deliveries:
                 if args.json:
                     print(json.dumps(event_json(d)), flush=True)
@@ -121,7 +182,41 @@ async def _subscribe(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
+    if args.dlq_action == "purge" and not args.yes:
+        refused = _confirm_purge(args)
+        if refused is not None:
+            return refused
     return asyncio.run(_dlq(args))
+
+
+def _confirm_purge(args: argparse.Namespace) -> int | None:
+    """Ask before deleting dead letters: None when confirmed, else the exit code (2, a usage
+    error, where stdin is no terminal to ask on; 1 when the answer is no)."""
+    what = (f"{len(args.event_id)} selected dead letter(s)" if args.event_id
+            else "every dead letter")
+    if not sys.stdin.isatty():
+        print(f"svrnty-events dlq purge: error: refusing to delete {what} of "
+              f"{args.subscription} without --yes (stdin is not a terminal to confirm on)",
+              file=sys.stderr)
+        return 2
+    # the question goes to stderr: stdout stays what the command prints
+    print(f"Delete {what} of {args.subscription}? This cannot be undone. [y/N] ", end="",
+          file=sys.stderr, flush=True)
+    answer = sys.stdin.readline()
+    if answer.strip().lower() in ("y", "yes"):
+        return None
+    print("nothing deleted", file=sys.stderr)
+    return 1
+
+
+def dead_letter_json(dl: Any) -> dict[str, Any]:
+    """What ``dlq list --json`` prints for a dead letter."""
+    e = dl.event
+    return {"id": e.id, "type": e.type, "correlation_id": e.correlation_id, "stream": e.stream,
+            "sequence": e.sequence, **_data(e.data, e.content_type),
+            "subscription": dl.subscription, "group": dl.group, "consumer_id": dl.consumer_id,
+            "attempts": dl.attempts, "reason": dl.reason, "error": dl.error,
+            "dead_lettered_at": dl.dead_lettered_at.isoformat()}
 
 
 async def _dlq(args: argparse.Namespace) -> int:
@@ -130,15 +225,13 @@ async def _dlq(args: argparse.Namespace) -> int:
             letters = await client.dead_letters(args.subscription, limit=args.limit,
                                                 timeout=args.timeout)
             if args.json:
-                print(json.dumps([{
-                    **event_json(_Letter(dl)), "reason": dl.reason, "attempts": dl.attempts,
-                    "error": dl.error, "consumer_id": dl.consumer_id,
-                    "dead_lettered_at": dl.dead_lettered_at.isoformat()} for dl in letters],
-                    indent=2))
+                print(json.dumps([dead_letter_json(dl) for dl in letters], indent=2))
             else:
                 for dl in letters:
                     e = dl.event
-                    print(f"{e.id} {e.type} #{e.sequence} attempts={dl.attempts} "
+                    # group "" is the subscription's shared delivery group
+                    print(f"{e.id} {e.type} #{e.sequence} group={dl.group or '(shared)'} "
+                          f"consumer={dl.consumer_id or '-'} attempts={dl.attempts} "
                           f"reason={dl.reason!r}")
                 print(f"{len(letters)} dead letter(s) in {args.subscription}")
             return 0
@@ -148,13 +241,3 @@ async def _dlq(args: argparse.Namespace) -> int:
         verb = "replayed" if args.dlq_action == "replay" else "purged"
         print(f"{verb} {count} dead letter(s) of {args.subscription}")
         return 0
-
-
-class _Letter:
-    """A dead letter's event with the attributes ``event_json`` reads."""
-
-    def __init__(self, dl: Any) -> None:
-        e = dl.event
-        self.id, self.type, self.correlation_id = e.id, e.type, e.correlation_id
-        self.stream, self.sequence, self.attempt = e.stream, e.sequence, dl.attempts
-        self.data, self.content_type = e.data, e.content_type
