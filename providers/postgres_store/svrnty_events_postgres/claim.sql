@@ -1,0 +1,52 @@
+-- One claim of a delivery group, as one statement (one round trip, its own transaction).
+-- $1 group id, $2 stream id, $3 max count, $4 consumer, $5 visibility timeout (seconds),
+-- $6 the reason of a redelivery after a visibility timeout; {match}: the claim filter's
+-- conditions on `e` (parameters from $7 on).
+--
+-- `g` locks the group's row first (claims of one group take turns; the lock order of every
+-- statement is group row, then pending rows); the locked row is read as it is now, whatever
+-- the statement's snapshot. `c` takes due pending rows (released, nacked and due, in flight
+-- past their deadline) and skips those an ack or nack holds; `new` reads events past the
+-- cursor through the filter's index. The cursor moves past what `new` read, or to the end of
+-- the stream as this statement's snapshot sees it (never past an event it did not see, never
+-- back).
+WITH g AS (
+    SELECT g.id, g.cursor, st.first_seq, extract(epoch from clock_timestamp())::float8 AS now
+    FROM {s}.groups g, {s}.streams st WHERE g.id = $1 AND st.id = $2 FOR UPDATE OF g
+), c AS (
+    SELECT p.seq FROM {s}.pending p
+    WHERE p.group_id = (SELECT id FROM g) AND p.due <= (SELECT now FROM g)
+    ORDER BY p.seq LIMIT $3 FOR UPDATE SKIP LOCKED
+), u AS (
+    UPDATE {s}.pending p SET state = 1, consumer = $4, due = (SELECT now FROM g) + $5,
+        attempts = p.attempts + 1,
+        reason = CASE WHEN p.state = 1 AND p.reason IS NULL THEN $6 ELSE p.reason END
+    FROM c WHERE p.group_id = $1 AND p.seq = c.seq
+    RETURNING p.seq, p.attempts, p.reason, p.event
+), new AS (
+    SELECT e.seq, e.id, e.type, e.correlation_id, e.ts, e.data, e.content_type, e.headers, e.part
+    FROM {s}.events e, g
+    WHERE e.stream_id = $2 AND e.seq >= greatest(g.cursor, g.first_seq){match}
+    ORDER BY e.seq LIMIT $3 - (SELECT count(*) FROM u)
+), ins AS (
+    INSERT INTO {s}.pending (group_id, seq, event_id, state, consumer, due, attempts)
+    SELECT $1, seq, id, 1, $4, (SELECT now FROM g) + $5, 1 FROM new
+    ON CONFLICT DO NOTHING
+), moved AS (
+    UPDATE {s}.groups SET cursor = greatest(cursor,
+        CASE WHEN (SELECT count(*) FROM new) = $3 - (SELECT count(*) FROM u)
+             THEN (SELECT max(seq) + 1 FROM new)
+             ELSE (SELECT next_seq FROM {s}.streams WHERE id = $2) END)
+    WHERE id = (SELECT id FROM g)
+)
+SELECT 0 AS kind, u.seq, u.attempts, u.reason, u.event,
+       e.seq, e.id, e.type, e.correlation_id, e.ts, e.data, e.content_type, e.headers, e.part,
+       NULL::float8 AS now, NULL::float8 AS next_due
+FROM u LEFT JOIN {s}.events e ON e.stream_id = $2 AND e.seq = u.seq
+UNION ALL
+SELECT 1, new.seq, 1, NULL, NULL, new.*, NULL, NULL FROM new
+UNION ALL
+SELECT 2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       (SELECT now FROM g),
+       (SELECT min(p.due) FROM {s}.pending p WHERE p.group_id = $1 AND p.due > (SELECT now FROM g))
+ORDER BY 1, 2
