@@ -25,8 +25,9 @@ WITH g AS (
     RETURNING p.seq, p.attempts, p.reason, p.event
 ), new AS (
     SELECT e.seq, e.id, e.type, e.correlation_id, e.ts, e.data, e.content_type, e.headers, e.part
-    FROM {s}.events e, g
-    WHERE e.stream_id = $2 AND e.seq >= greatest(g.cursor, g.first_seq){match}
+    FROM {s}.events e
+    -- a scalar subquery, so that the index scan starts at the cursor
+    WHERE e.stream_id = $2 AND e.seq >= (SELECT greatest(cursor, first_seq) FROM g){match}
     ORDER BY e.seq LIMIT $3 - (SELECT count(*) FROM u)
 ), ins AS (
     INSERT INTO {s}.pending (group_id, seq, event_id, state, consumer, due, attempts)
@@ -48,5 +49,9 @@ SELECT 1, new.seq, 1, NULL, NULL, new.*, NULL, NULL FROM new
 UNION ALL
 SELECT 2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        (SELECT now FROM g),
-       (SELECT min(p.due) FROM {s}.pending p WHERE p.group_id = $1 AND p.due > (SELECT now FROM g))
+       -- when the next event of the group becomes due: what a consumer that got nothing waits
+       -- for (looked up only then)
+       CASE WHEN NOT EXISTS (SELECT 1 FROM u) AND NOT EXISTS (SELECT 1 FROM new) THEN
+           (SELECT min(p.due) FROM {s}.pending p
+            WHERE p.group_id = $1 AND p.due > (SELECT now FROM g)) END
 ORDER BY 1, 2

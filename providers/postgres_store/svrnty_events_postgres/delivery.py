@@ -54,6 +54,16 @@ _EXPIRED_REASON = "visibility timeout expired"
 _CLAIM = files(__package__).joinpath("claim.sql").read_text(encoding="utf-8")
 
 
+def _by_ids(s: str, group: str, stream: str, ids: str) -> str:
+    """``pending`` rows of group ``$group`` for the event ids ``$ids`` (text[]), through the
+    sequences the events' unique index gives (or, for rows whose event retention removed,
+    their own index): the rows' primary key, no index on pending.event_id."""
+    return (f"seq = ANY(ARRAY(SELECT e.seq FROM {s}.events e WHERE e.stream_id = ${stream} "
+            f"AND e.id = ANY(${ids}::text[]) UNION ALL SELECT k.seq FROM {s}.pending k WHERE "
+            f"k.group_id = ${group} AND k.event IS NOT NULL AND k.event_id = "
+            f"ANY(${ids}::text[]))) AND event_id = ANY(${ids}::text[])")
+
+
 @functools.lru_cache(maxsize=256)
 def _claim_sql(schema: str, match: str) -> str:
     return _CLAIM.replace("{s}", schema).replace("{match}", match)
@@ -73,6 +83,7 @@ class Delivery(Log):
     _subs: dict[str, Subscription]
     _groups: dict[tuple[str, str], int]
     _group_filters: dict[int, bytes | None]
+    _claimed: dict[tuple[str, str, str], dict[str, int]]
 
     if TYPE_CHECKING:
         def _keep(self, aw: Any) -> None: ...
@@ -153,6 +164,8 @@ class Delivery(Log):
         sub = self._sub(subscription)
         gid = self._groups.pop((subscription, group), None)
         self._group_filters.pop(gid or 0, None)
+        for key in [k for k in self._claimed if k[0] == subscription and k[1] == group]:
+            del self._claimed[key]
         s = self.s
         async with self._tx() as conn:
             row = await conn.fetchrow(f"SELECT id, cursor FROM {s}.groups WHERE sub_id = $1 AND "
@@ -193,6 +206,10 @@ class Delivery(Log):
         except asyncio.CancelledError:
             self._keep(self._give_back(job, subscription, group, consumer_id))
             raise
+        if claimed:
+            known = self._known(subscription, group, consumer_id)
+            for c in claimed:
+                known[c.event.id] = c.event.sequence
         return ClaimResult(claimed, version, next_due)
 
     async def _give_back(self, job: asyncio.Future[Any], subscription: str, group: str,
@@ -242,31 +259,65 @@ class Delivery(Log):
         # the server's clock -> this host's
         return claimed, None if next_due is None else time.time() + (next_due - now)
 
+    def _known(self, subscription: str, group: str, consumer_id: str) -> dict[str, int]:
+        """Event id -> sequence of what ``consumer_id`` claimed through this store (so that
+        settling finds the rows by primary key); bounded: an id missing here is looked up."""
+        key = (subscription, group, consumer_id)
+        known = self._claimed.get(key)
+        if known is None:
+            known = self._claimed[key] = {}
+        elif len(known) > 100_000:
+            known.clear()
+        return known
+
+    def _forget(self, subscription: str, group: str, consumer_id: str,
+                event_ids: Sequence[str] | None) -> None:
+        key = (subscription, group, consumer_id)
+        if event_ids is None:
+            self._claimed.pop(key, None)
+        elif (known := self._claimed.get(key)) is not None:
+            for event_id in event_ids:
+                known.pop(event_id, None)
+
     async def _held(self, subscription: str, group: str, consumer_id: str,
-                    event_ids: Sequence[str], change: str, *args: Any) -> list[str]:
-        """Apply ``change`` (``UPDATE pending SET ...`` or ``DELETE FROM pending``, with
-        parameters from ``$4`` on) to the events of ``event_ids`` that ``consumer_id``
-        holds. Returns the others."""
-        ids = list(event_ids)
+                    event_ids: Sequence[str], change: str, *args: Any,
+                    settles: bool = True) -> list[str]:
+        """Apply ``change`` (``UPDATE pending SET ...`` or ``DELETE FROM pending``; its own
+        parameters are ``${x}``, ``${x+1}``... with ``args``) to the events of ``event_ids``
+        that ``consumer_id`` holds. Returns the others."""
+        ids = list(dict.fromkeys(event_ids))
         if not ids:
             return []
+        st = self._sub(subscription).stream
         gid = await self._group_id(subscription, group)
+        known = self._claimed.get((subscription, group, consumer_id), {})
+        seqs = {i: known[i] for i in ids if i in known}
+        unknown = [i for i in ids if i not in seqs]
+        done: set[str] = set()
+        held = "WHERE group_id = $1 AND state = 1 AND consumer = $2 AND "
         async with self.connection() as conn:
-            done = {r[0] for r in await conn.fetch(
-                f"{change} WHERE group_id = $1 AND state = 1 AND consumer = $2 AND "
-                "event_id = ANY($3::text[]) RETURNING event_id", gid, consumer_id, ids, *args)}
-        return [i for i in ids if i not in done]
+            if seqs:
+                done.update(r[0] for r in await conn.fetch(
+                    change.format(x=4) + held + "seq = ANY($3::bigint[]) RETURNING event_id",
+                    gid, consumer_id, list(seqs.values()), *args))
+            if unknown:
+                done.update(r[0] for r in await conn.fetch(
+                    change.format(x=5) + held + f"{_by_ids(self.s, '1', '4', '3')} "
+                    "RETURNING event_id", gid, consumer_id, unknown, st.id, *args))
+        if settles:
+            self._forget(subscription, group, consumer_id, ids)
+        return [i for i in event_ids if i not in done]
 
     async def ack(self, subscription: str, group: str, consumer_id: str,
                   event_ids: Sequence[str]) -> list[str]:
         return await self._held(subscription, group, consumer_id, event_ids,
-                                f"DELETE FROM {self.s}.pending")
+                                f"DELETE FROM {self.s}.pending ")
 
     async def extend(self, subscription: str, group: str, consumer_id: str,
                      event_ids: Sequence[str], *, visibility_timeout: float) -> list[str]:
         return await self._held(subscription, group, consumer_id, event_ids,
-                                f"UPDATE {self.s}.pending SET due = {NOW} + $4::float8",
-                                float(visibility_timeout))
+                                f"UPDATE {self.s}.pending SET due = {NOW} + ${{x}}::float8 ",
+                                float(visibility_timeout), settles=False)
 
     async def nack(self, subscription: str, group: str, consumer_id: str, event_id: str, *,
                    delay: float, reason: str | None = None) -> bool:
@@ -275,11 +326,13 @@ class Delivery(Log):
         async with self._tx() as conn:
             done = await conn.fetchval(
                 f"UPDATE {self.s}.pending SET state = 0, consumer = NULL, due = CASE WHEN "
-                f"$4::float8 > 0 THEN {NOW} + $4::float8 ELSE 0 END, reason = COALESCE($5, "
-                "reason) WHERE group_id = $1 AND state = 1 AND consumer = $2 AND event_id = $3 "
-                "RETURNING 1", gid, consumer_id, event_id, float(delay), reason or None)
+                f"$5::float8 > 0 THEN {NOW} + $5::float8 ELSE 0 END, reason = COALESCE($6, "
+                "reason) WHERE group_id = $1 AND state = 1 AND consumer = $2 AND "
+                f"{_by_ids(self.s, '1', '4', '3')} RETURNING 1", gid, consumer_id, [event_id],
+                sub.stream.id, float(delay), reason or None)
             if done:
                 await self._notify(conn, sub.stream)
+        self._forget(subscription, group, consumer_id, [event_id])
         return bool(done)
 
     async def release(self, subscription: str, group: str, consumer_id: str, *,
@@ -299,12 +352,13 @@ class Delivery(Log):
                "consumer = $2")
         args: list[Any] = [gid, consumer_id, list(unseen)]
         if event_ids is not None:
-            sql += " AND event_id = ANY($4::text[])"
-            args.append(list(dict.fromkeys(event_ids)))
+            sql += f" AND {_by_ids(self.s, '1', '5', '4')}"
+            args += [list(dict.fromkeys(event_ids)), sub.stream.id]
         async with self._tx() as conn:
             count = int((await conn.execute(sql, *args)).rsplit(" ", 1)[1])
             if count:
                 await self._notify(conn, sub.stream)
+        self._forget(subscription, group, consumer_id, event_ids)
         return count
 
     async def wait_for_change(self, subscription: str, group: str, version: int,
@@ -327,8 +381,8 @@ class Delivery(Log):
         st, s = sub.stream, self.s
         async with self._tx() as conn:
             row = await conn.fetchrow(f"SELECT seq, state, consumer, event FROM {s}.pending "
-                                      "WHERE group_id = $1 AND event_id = $2 FOR UPDATE",
-                                      gid, event_id)
+                                      f"WHERE group_id = $1 AND {_by_ids(s, '1', '3', '2')} "
+                                      "FOR UPDATE", gid, [event_id], st.id)
             if row is None or (row[1] == 1 and row[2] != consumer_id):
                 return False
             seq, kept = row[0], row[3]
@@ -336,6 +390,7 @@ class Delivery(Log):
                                gid, seq)
             found = await conn.fetchrow(f"SELECT {EVENT_COLUMNS} FROM {s}.events WHERE "
                                         "stream_id = $1 AND seq = $2", st.id, seq)
+            self._forget(subscription, group, consumer_id, [event_id])
             if found is None and kept is None:  # removed by retention: nothing left to keep
                 return False
             await conn.execute(
@@ -442,35 +497,39 @@ class Delivery(Log):
     async def ack_processed(self, subscription: str, group: str, consumer_id: str,
                             event_id: str) -> bool:
         # the processed mark and the ack in one transaction: both happen, or neither
-        sub_id = self._sub(subscription).id
+        sub = self._sub(subscription)
         gid = await self._group_id(subscription, group)
         async with self._tx() as conn:
-            await self._mark(conn, sub_id, processed_key(group, event_id))
+            await self._mark(conn, sub.id, processed_key(group, event_id))
+            self._forget(subscription, group, consumer_id, [event_id])
             return await conn.fetchval(
                 f"DELETE FROM {self.s}.pending WHERE group_id = $1 AND state = 1 AND "
-                "consumer = $2 AND event_id = $3 RETURNING true", gid, consumer_id,
-                event_id) is not None
+                f"consumer = $2 AND {_by_ids(self.s, '1', '4', '3')} RETURNING true", gid,
+                consumer_id, [event_id], sub.stream.id) is not None
 
     async def process_in_transaction(self, subscription: str, group: str, consumer_id: str,
                                      event_id: str, effect: Callable[[Any], Any]) -> bool | None:
         """See the contract. ``effect`` gets the ``asyncpg.Connection`` of the transaction
         (it may be a coroutine function); it must not commit or roll back."""
-        sub_id = self._sub(subscription).id
+        sub = self._sub(subscription)
         gid = await self._group_id(subscription, group)
         key = processed_key(group, event_id)
         async with self._tx() as conn:
-            if await conn.fetchval(f"SELECT 1 FROM {self.s}.pending WHERE group_id = $1 AND "
-                                   "state = 1 AND consumer = $2 AND event_id = $3 FOR UPDATE",
-                                   gid, consumer_id, event_id) is None:
+            seq = await conn.fetchval(
+                f"SELECT seq FROM {self.s}.pending WHERE group_id = $1 AND state = 1 AND "
+                f"consumer = $2 AND {_by_ids(self.s, '1', '4', '3')} FOR UPDATE", gid,
+                consumer_id, [event_id], sub.stream.id)
+            if seq is None:
                 return None
-            fresh = await self._mark(conn, sub_id, key)
+            fresh = await self._mark(conn, sub.id, key)
             if fresh:
                 result = effect(conn)
                 if inspect.isawaitable(result):
                     await result
             await conn.execute(f"DELETE FROM {self.s}.pending WHERE group_id = $1 AND "
-                               "event_id = $2", gid, event_id)
-            return fresh
+                               "seq = $2", gid, seq)
+        self._forget(subscription, group, consumer_id, [event_id])
+        return fresh
 
     async def is_processed(self, subscription: str, key: str) -> bool:
         async with self.connection() as conn:

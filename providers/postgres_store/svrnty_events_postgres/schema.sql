@@ -68,10 +68,17 @@ CREATE TABLE {s}.pending (
     reason text,
     event bytea,
     PRIMARY KEY (group_id, seq)
+) WITH (
+    -- a queue: every claimed event is inserted, every ack deletes; vacuum it often, so that
+    -- its indexes do not fill with the entries of settled rows
+    autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 5000,
+    autovacuum_vacuum_cost_delay = 0
 );
-CREATE UNIQUE INDEX pending_by_event ON {s}.pending (group_id, event_id);
+-- a row is found by its sequence (the events' unique index maps an event id to it): an index
+-- on pending.event_id would cost as much as the rest of a claim. Rows whose event retention
+-- removed are found by event id through their own small index.
 CREATE INDEX pending_by_due ON {s}.pending (group_id, due);
-CREATE INDEX pending_by_consumer ON {s}.pending (group_id, consumer) WHERE state = 1;
+CREATE INDEX pending_kept ON {s}.pending (group_id, event_id) WHERE event IS NOT NULL;
 CREATE TABLE {s}.dead_letters (
     id bigserial PRIMARY KEY,
     sub_id integer NOT NULL,

@@ -71,6 +71,7 @@ class PostgresStore(Connection, Delivery, Snapshots, EventStore):
         self._subs: dict[str, Subscription] = {}
         self._groups: dict[tuple[str, str], int] = {}
         self._group_filters: dict[int, bytes | None] = {}
+        self._claimed: dict[tuple[str, str, str], dict[str, int]] = {}
         self._started = False
 
     async def start(self) -> None:
