@@ -50,21 +50,11 @@ def pg_url(postgres_server) -> str:
 
 @pytest.fixture
 async def start_host(tmp_path):
-    """Start host processes (tests/host_process.py); every one is stopped or killed after."""
-    from pg_hosts import HostProcess
+    """Start host processes (svrnty_events.testing.hosts) on the PostgreSQL store; every one
+    is stopped or killed after."""
+    from svrnty_events.testing.hosts import host_processes
 
-    started: list[HostProcess] = []
-
-    async def start(name: str, url: str, schema: str, **options) -> HostProcess:
-        host = await HostProcess.start(name, url, schema, tmp_path, **options)
-        started.append(host)
-        return host
-
-    try:
-        yield start
-    finally:
-        for host in started:
-            try:
-                await host.stop()
-            finally:
-                host.kill()
+    async with host_processes(tmp_path) as start:
+        yield lambda name, url, schema, **options: start(
+            name, "postgres", {"url": url, "schema": schema, "connect_timeout": 2.0,
+                               "command_timeout": 5.0}, **options)

@@ -14,7 +14,7 @@ from svrnty_events.errors import StoreUnavailableError
 from svrnty_events.events import record
 from svrnty_events.testing import collect, within
 
-from test_postgres_many_hosts import Tick, publisher
+from test_postgres_many_hosts import PgTick, publisher
 
 
 async def publish_retrying(host, batch, deadline: float) -> None:
@@ -32,11 +32,11 @@ async def test_calls_fail_fast_while_the_server_is_down_and_work_once_it_is_back
         own_postgres, schema):
     streaming = publisher(own_postgres.url(), schema)
     async with streaming.run() as host:
-        await host.publish("s", [record(Tick(n=0), stream="s", correlation_id="wf")],
+        await host.publish("s", [record(PgTick(n=0), stream="s", correlation_id="wf")],
                            external=False)
         own_postgres.stop()
         for call in (
-            lambda: host.publish("s", [record(Tick(n=1), stream="s", correlation_id="wf")],
+            lambda: host.publish("s", [record(PgTick(n=1), stream="s", correlation_id="wf")],
                                  external=False),
             lambda: host.store.claim("sub", "", "c", max_count=1, visibility_timeout=5),
             lambda: host.read("s"),
@@ -48,7 +48,7 @@ async def test_calls_fail_fast_while_the_server_is_down_and_work_once_it_is_back
             assert err.value.retryable and "unavailable" in str(err.value)
         own_postgres.start()
         # the same store reconnects on its own
-        await publish_retrying(host, [record(Tick(n=1), stream="s", correlation_id="wf")],
+        await publish_retrying(host, [record(PgTick(n=1), stream="s", correlation_id="wf")],
                                time.monotonic() + 20)
         assert [e.decode().n for e in await host.read("s")] == [0, 1]
 
@@ -63,7 +63,7 @@ async def test_server_restart_mid_stream_consumers_resume_and_nothing_is_lost(
         for i in range(0, total, 10):
             if i == 200:
                 own_postgres.restart()  # a clean stop (commits kept), the same port
-            batch = [record(Tick(n=n), stream="s", correlation_id=f"wf-{i}")
+            batch = [record(PgTick(n=n), stream="s", correlation_id=f"wf-{i}")
                      for n in range(i, i + 10)]
             await publish_retrying(host, batch, time.monotonic() + 30)
             published.extend(range(i, i + 10))
@@ -117,7 +117,7 @@ async def test_terminated_listening_connection_consumers_still_wake(postgres_ser
             if round_ < 2:  # the last round publishes before the listener can be back
                 await asyncio.sleep(0.3)
             started = time.monotonic()
-            await producer.publish("s", [record(Tick(n=round_), stream="s",
+            await producer.publish("s", [record(PgTick(n=round_), stream="s",
                                                 correlation_id="wf")], external=False)
             got = await within(waiting, 30)
             if not got:  # woken by the re-listen: the event comes with the next look

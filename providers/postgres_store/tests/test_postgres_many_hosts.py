@@ -11,10 +11,10 @@ from svrnty_events import EventStreaming
 from svrnty_events.events import Event, record
 from svrnty_events.testing import within
 
-from host_process import PARTITIONS
+from svrnty_events.testing.hosts import PARTITIONS
 
 
-class Tick(Event):
+class PgTick(Event):
     n: int
 
 
@@ -27,7 +27,7 @@ def publisher(url: str, schema: str, mode: str = "exclusive", **sub_options) -> 
 
 
 async def publish(host, start: int, count: int, correlation_id: str = "wf") -> None:
-    await host.publish("s", [record(Tick(n=i), stream="s", correlation_id=correlation_id)
+    await host.publish("s", [record(PgTick(n=i), stream="s", correlation_id=correlation_id)
                              for i in range(start, start + count)], external=False)
 
 
@@ -118,7 +118,7 @@ def per_workflow(deliveries) -> dict[str, list[tuple[float, str, int, int]]]:
 async def publish_workflows(host, workflows: int, per_workflow: int, start: int = 0) -> None:
     """Round-robin over the workflows: event k of workflow w has n = w * 1000 + k."""
     for k in range(start, start + per_workflow):
-        await host.publish("s", [record(Tick(n=w * 1000 + k), stream="s",
+        await host.publish("s", [record(PgTick(n=w * 1000 + k), stream="s",
                                         correlation_id=f"wf-{w}") for w in range(workflows)],
                            external=False)
 

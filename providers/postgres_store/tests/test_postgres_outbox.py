@@ -13,7 +13,7 @@ from svrnty_events.testing import collect, within
 from svrnty_events_postgres import outbox_connection
 
 
-class OrderPlaced(Event):
+class OutboxOrderPlaced(Event):
     order_id: str
 
 
@@ -37,7 +37,7 @@ def shop(url: str, schema: str) -> EventStreaming:
         # the application's own write, in the transaction the events go into
         await outbox_connection().execute(f"INSERT INTO {table} (id) VALUES ($1)",
                                           command.order_id)
-        workflow.emit(OrderPlaced(order_id=command.order_id))
+        workflow.emit(OutboxOrderPlaced(order_id=command.order_id))
         return command.order_id
 
     return streaming
@@ -95,7 +95,7 @@ async def test_rolled_back_leaves_neither_row_nor_events_committed_leaves_both(p
 async def test_append_in_on_a_connection_the_application_manages(pg_url, schema):
     async with shop(pg_url, schema).run() as host:
         store = host.store
-        events = [record(OrderPlaced(order_id="x"), stream="order", correlation_id="wf")]
+        events = [record(OutboxOrderPlaced(order_id="x"), stream="order", correlation_id="wf")]
         async with store.pool.acquire() as conn:
             with pytest.raises(ValueError, match="open transaction"):
                 await store.append_in(conn, "order", events)
@@ -122,7 +122,7 @@ async def test_process_once_in_store_commits_the_effect_with_the_mark_and_the_ac
     async with streaming.run() as host:
         async with host.store.connection() as conn:
             await conn.execute(f"CREATE TABLE {table} (event_id text PRIMARY KEY)")
-        await host.publish("s", [record(OrderPlaced(order_id="a"), stream="s",
+        await host.publish("s", [record(OutboxOrderPlaced(order_id="a"), stream="s",
                                         correlation_id="wf")], external=False)
         consumer = await host.open_consumer("sub", "c")
         [d] = await collect(consumer, 1, ack=False)

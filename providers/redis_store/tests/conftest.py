@@ -32,24 +32,14 @@ def key_prefix() -> str:
 
 @pytest.fixture
 async def start_host(tmp_path: Path):
-    """Start host processes (tests/host_process.py); every one is stopped or killed after."""
-    from redis_hosts import HostProcess
+    """Start host processes (svrnty_events.testing.hosts) on the Redis store; every one is
+    stopped or killed after."""
+    from svrnty_events.testing.hosts import host_processes
 
-    started: list[HostProcess] = []
-
-    async def start(name: str, url: str, prefix: str, **options) -> HostProcess:
-        host = await HostProcess.start(name, url, prefix, tmp_path, **options)
-        started.append(host)
-        return host
-
-    try:
-        yield start
-    finally:
-        for host in started:
-            try:
-                await host.stop()
-            finally:
-                host.kill()
+    async with host_processes(tmp_path) as start:
+        yield lambda name, url, prefix, **options: start(
+            name, "redis", {"url": url, "key_prefix": prefix, "connect_timeout": 1.0,
+                            "socket_timeout": 2.0}, **options)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from svrnty_events import EventStreaming
 from svrnty_events.events import Event, record
 from svrnty_events.testing import within
 
-from host_process import PARTITIONS
+from svrnty_events.testing.hosts import PARTITIONS
 
 
 class Tick(Event):
