@@ -337,7 +337,13 @@ class Consumer:
             if self._claims:
                 # a claim of a fetch that was cancelled is still running: its events come
                 # first (one claim at a time keeps them in order)
-                await asyncio.shield(next(iter(self._claims)))
+                pending = next(iter(self._claims))
+                if pending.done():
+                    # finished, its done callback not run yet: awaiting it would not yield
+                    # to the loop, so this loop would spin forever; do the bookkeeping now
+                    self._claim_done(pending)
+                    continue
+                await asyncio.shield(pending)
                 continue
             changes = runtime.changes.version
             job = eager.start(self._claim(room))
