@@ -194,7 +194,7 @@ def record(event: Any, *, stream: str, correlation_id: str, headers: dict[str, s
         correlation_id=correlation_id,
         timestamp=timestamp or utcnow(),
         data=encode_payload(event),
-        headers=headers or {},
+        headers=dict(headers) if headers else {},  # its own: plugins may add to it
     )
 
 

@@ -150,3 +150,26 @@ def consumer_joined(subscription: str, consumer_id: str) -> None:
 @hookspec
 def consumer_left(subscription: str, consumer_id: str, reason: str) -> None:
     """A consumer was unregistered (closed, replaced, heartbeat expired, host stopping)."""
+
+
+# --- tracing: context around running a command and around an append --------------------------
+#
+# Each implementation may return a context manager (or None). The host enters every one returned
+# around the work, innermost last, in the task that does it (so a context variable set on entry,
+# an OpenTelemetry span made current, is seen by what runs inside). An exception of the work is
+# passed to each manager's ``__exit__`` and propagates. A host whose plugins implement neither
+# skips the calls.
+
+
+@hookspec
+def command_context(command: Any, command_name: str, stream: str,
+                    workflow_id: str | None) -> Any:
+    """A context manager to enter around running ``command`` (its handler and the append of
+    what it emitted), or None. ``workflow_id`` is None for a command that starts a workflow."""
+
+
+@hookspec
+def publish_context(stream: str, events: Sequence[RecordedEvent]) -> Any:
+    """A context manager to enter around appending ``events`` to ``stream``, or None. It is
+    entered before the store has them, so it may add entries to each event's ``headers`` (each
+    event has a dict of its own), e.g. a W3C ``traceparent``."""

@@ -8,7 +8,7 @@ import inspect
 import logging
 from datetime import datetime
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -201,6 +201,8 @@ class EventStreamingHost:
         self.store: EventStore = self._store_reg.factory(self._store_options)
         self.engine = SubscriptionEngine(self.store, streaming.event_types)
         self.engine.observers = plugin_registry.observation_hooks(pm)
+        #: pm.hook when a plugin implements command_context / publish_context, else None
+        self._contexts = plugin_registry.context_hooks(pm)
 
     # --- validation: everything is checked before anything starts -----------------------------
 
@@ -315,6 +317,7 @@ class EventStreamingHost:
                     await result
             # a plugin may register an observer of its own for this host as it starts
             self.engine.observers = plugin_registry.observation_hooks(self.pm)
+            self._contexts = plugin_registry.context_hooks(self.pm)
         except BaseException:
             await self.stop()
             raise
@@ -369,6 +372,20 @@ class EventStreamingHost:
         workflow_type = handler.workflow
         assert workflow_type is not None
         stream = self.streaming.workflows[workflow_type]
+        contexts = self._contexts
+        if contexts is None:
+            return await self._run_command(handler, stream, command, workflow_id, headers)
+        with ExitStack() as stack:
+            for manager in contexts.command_context(command=command, command_name=handler.name,
+                                                    stream=stream, workflow_id=workflow_id):
+                stack.enter_context(manager)
+            return await self._run_command(handler, stream, command, workflow_id, headers)
+
+    async def _run_command(self, handler: Handler, stream: str, command: Any,
+                           workflow_id: str | None,
+                           headers: dict[str, str] | None) -> CommandResult:
+        workflow_type = handler.workflow
+        assert workflow_type is not None
         if workflow_id is None:
             workflow = workflow_type()
         else:
@@ -389,12 +406,25 @@ class EventStreamingHost:
         if headers:
             events = [msgspec.structs.replace(e, headers={**headers, **e.headers})
                       for e in events]
-        appended = await self.store.append(stream, events, expected_version=workflow.version) \
-            if events else []
-        if appended and (observers := self.engine.observers) is not None:
-            observers.events_appended(stream=stream, events=appended)
+        appended = await self._append(stream, events, workflow.version) if events else []
         return CommandResult(value, workflow.id if events or not workflow.is_new else None,
                              appended)
+
+    async def _append(self, stream: str, events: list[RecordedEvent],
+                      expected_version: int | None = None) -> list[RecordedEvent]:
+        """Append through the store, inside the plugins' publish contexts, and report it."""
+        contexts = self._contexts
+        if contexts is None:
+            appended = await self.store.append(stream, events, expected_version=expected_version)
+        else:
+            with ExitStack() as stack:
+                for manager in contexts.publish_context(stream=stream, events=events):
+                    stack.enter_context(manager)
+                appended = await self.store.append(stream, events,
+                                                   expected_version=expected_version)
+        if appended and (observers := self.engine.observers) is not None:
+            observers.events_appended(stream=stream, events=appended)
+        return appended
 
     async def query(self, query: Any) -> Any:
         handler = self.handlers.for_payload(query, "query")
@@ -439,12 +469,11 @@ class EventStreamingHost:
         config = self.stream_config(stream)
         if external and config.scope != StreamScope.CROSS_SERVICE:
             raise StreamScopeError(stream)
-        events = [e if e.stream == stream else msgspec.structs.replace(e, stream=stream)
+        own_headers = self._contexts is not None  # publish contexts may add to the headers
+        events = [e if e.stream == stream and not own_headers
+                  else msgspec.structs.replace(e, stream=stream, headers=dict(e.headers))
                   for e in events]
-        appended = await self.store.append(stream, events)
-        if appended and (observers := self.engine.observers) is not None:
-            observers.events_appended(stream=stream, events=appended)
-        return appended
+        return await self._append(stream, events)
 
     async def read(self, stream: str, **kwargs: Any) -> list[RecordedEvent]:
         self.stream_config(stream)

@@ -36,6 +36,7 @@ KINDS = ("event store", "delivery provider", "subscription mode")
 #: the hooks through which the host and its engine report what they did (see hookspecs.py)
 OBSERVATION_HOOKS = ("events_appended", "events_delivered", "events_acked", "events_nacked",
                      "events_dead_lettered", "consumer_joined", "consumer_left")
+CONTEXT_HOOKS = ("command_context", "publish_context")
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,14 @@ def observation_hooks(pm: pluggy.PluginManager) -> pluggy.HookRelay | None:
     """``pm.hook`` when a plugin implements an observation hook, else None: the host and its
     engine check for None and skip the calls, so observing costs nothing when nobody does."""
     if any(getattr(pm.hook, name).get_hookimpls() for name in OBSERVATION_HOOKS):
+        return pm.hook
+    return None
+
+
+def context_hooks(pm: pluggy.PluginManager) -> pluggy.HookRelay | None:
+    """``pm.hook`` when a plugin implements ``command_context`` or ``publish_context``, else
+    None (the host then skips them)."""
+    if any(getattr(pm.hook, name).get_hookimpls() for name in CONTEXT_HOOKS):
         return pm.hook
     return None
 

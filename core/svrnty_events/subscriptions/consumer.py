@@ -207,6 +207,9 @@ class Consumer:
         if self._semantics == DeliverySemantics.AT_MOST_ONCE and taken:
             await self._settle_before_hand_over(taken)
         if taken and self.engine.observers is not None:
+            now = time.time()
+            for d in taken:
+                d.handed_at = now
             self.observe_delivered(taken)
         return taken
 
@@ -223,6 +226,7 @@ class Consumer:
         """The in-process iterator handed ``delivery`` to code: reported with the others of
         its batch once the buffer runs dry, or before a settlement or the close is (one hook
         call per batch, not per event)."""
+        delivery.handed_at = time.time()
         self._unreported.append(delivery)
 
     def report_delivered(self) -> None:

@@ -30,7 +30,7 @@ class Delivery:
     """One hand-over of an event to a consumer."""
 
     __slots__ = ("record", "attempt", "consumer", "group", "settled", "terminal", "claimed_at",
-                 "_event")
+                 "handed_at", "_event")
 
     def __init__(self, record: RecordedEvent, attempt: int, consumer: Consumer,
                  group: str, claimed_at: float = 0.0) -> None:
@@ -43,6 +43,9 @@ class Delivery:
         self.claimed_at = claimed_at
         self.settled = False
         self.terminal = False
+        #: when (epoch seconds) it was handed to the consumer's code; set only on a host whose
+        #: plugins observe deliveries (0.0 otherwise)
+        self.handed_at = 0.0
         self._event: Any = None
 
     # envelope
