@@ -36,6 +36,7 @@ from .errors import (
     UnknownWorkflowError,
 )
 from . import lifecycle
+from . import process_managers as pms
 from .events import EventTypes, RecordedEvent, event_type_name, record
 from .scheduling import Scheduler
 from .plugins import Registry
@@ -174,10 +175,29 @@ class EventStreaming:
             return func
         return decorate
 
+    def process_manager(self, name: str, *, streams: Sequence[type[Workflow] | str],
+                        event_types: Sequence[type | str] = (),
+                        state: Callable[[], Any] | None = None,
+                        apply: Callable[[Any, Any], Any] | None = None,
+                        **subscription_options: Any) -> Callable[[C], C]:
+        """Register ``handler(event, pm)`` (sync or async), run once per event of the
+        workflows' ``streams`` (only ``event_types``, if given); ``pm.send(command)`` sends a
+        command once, continuing the triggering workflow unless told otherwise; ``pm.state``
+        is the workflow's state folded by ``apply(state, event)`` from ``state()``.
+        ``subscription_options`` go to its subscriptions (``pm.NAME.STREAM``, mode
+        ``consumer_group``, 10 delivery attempts unless given). See
+        :mod:`svrnty_events.process_managers` and docs/workflows.md."""
+        def decorate(func: C) -> C:
+            pms.register(self, name, streams, func, event_types=event_types, state=state,
+                         apply=apply, **subscription_options)
+            return func
+        return decorate
+
     # --- run -------------------------------------------------------------------------------------
 
     def build_host(self) -> EventStreamingHost:
         """Load plugins and validate the configuration (raises before anything starts)."""
+        pms.prepare(self)
         pm = plugin_registry.get_plugin_manager(self.load_entrypoints, self.extra_plugins)
         registry = plugin_registry.collect_registry(pm)
         return EventStreamingHost(self, pm, registry)
@@ -216,6 +236,8 @@ class EventStreamingHost:
         self.engine.observers = plugin_registry.observation_hooks(pm)
         #: the task that appends due scheduled events (stores that keep them)
         self.scheduler: Scheduler | None = None
+        #: the tasks that run the process managers
+        self.process_managers = pms.ProcessManagerRunner(self)
 
     # --- validation: everything is checked before anything starts -----------------------------
 
@@ -331,6 +353,7 @@ class EventStreamingHost:
                 provider = reg.factory(self, options)
                 self.providers[name] = provider
                 await provider.start()
+            self.process_managers.start()
             self.started = True
             for result in self.pm.hook.host_started(host=self):
                 if inspect.isawaitable(result):
@@ -370,6 +393,7 @@ class EventStreamingHost:
                     if inspect.isawaitable(result):
                         await result
         finally:
+            await self.process_managers.stop()
             if self.scheduler is not None:
                 await self.scheduler.stop()
             for provider in reversed(list(self.providers.values())):
