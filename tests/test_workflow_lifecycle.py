@@ -136,6 +136,15 @@ def test_a_timeout_or_expiry_of_zero_or_below_is_refused(field, value):
     assert info.value.path == f"streams[0].{field}" and "must be > 0" in str(info.value)
 
 
+@pytest.mark.parametrize("options", [{"workflow_expiry": 5},
+                                     {"terminal_event_types": ["LcFinished"]}])
+def test_closing_a_workflow_needs_a_persistent_stream(options):
+    streaming = EventStreaming()
+    streaming.add_stream(LcWorkflow, type="ephemeral", **options)
+    with pytest.raises(ConfigError, match="needs a persistent stream"):
+        streaming.build_host()
+
+
 def test_an_unknown_or_unbuildable_timeout_event_is_refused():
     with pytest.raises(ConfigError, match='unknown event type "LcNoSuch"'):
         app(workflow_timeout=1, workflow_timeout_event="LcNoSuch").build_host()

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from .config import StreamConfig
+from .config import StreamConfig, StreamType
 from .errors import ConfigError, SchedulesUnsupportedError, WorkflowClosedError, \
     WorkflowExpiredError
 from .events import Event, RecordedEvent, record
@@ -51,6 +51,13 @@ def validate_stream(stream: StreamConfig, index: int, *, source: str | None,
         if value is not None and value <= 0:
             raise ConfigError(f"streams[{index}].{field}",
                               f"must be > 0 seconds (got {value}); leave it out for none",
+                              source=source)
+    # closing reads the workflow's first / terminal event: it must still be in the stream
+    for field in ("workflow_expiry", "terminal_event_types"):
+        if getattr(stream, field) and stream.type != StreamType.PERSISTENT:
+            raise ConfigError(f"streams[{index}].{field}",
+                              'needs a persistent stream (type = "persistent"): an ephemeral '
+                              "stream drops the events that tell whether a workflow is closed",
                               source=source)
     name = stream.workflow_timeout_event
     if name is not None:
