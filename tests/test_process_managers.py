@@ -171,3 +171,33 @@ def test_configuration_errors_name_the_process_manager():
     with pytest.raises(ConfigError, match="both state"):
         streaming.process_manager("half", streams=[PmOrderWorkflow], state=dict)(
             lambda e, pm: None)
+
+
+async def test_a_re_run_after_a_crash_appends_nothing_twice():
+    """What a host killed after a handler's sends and before the processed mark does on
+    redelivery: the handler runs again and sends again; every event keeps its derived id."""
+    streaming = app()
+    runs = Counter()
+
+    @streaming.process_manager("rerun", streams=[PmOrderWorkflow], event_types=[PmPlaced],
+                               redelivery_delay=0.05)
+    async def rerun(event: PmPlaced, pm) -> None:
+        await pm.send(PmConfirm(n=event.n))  # continues the triggering workflow
+        await pm.send(PmShip(n=event.n))  # starts a shipping workflow of the same id
+        await pm.send(PmBill(n=event.n), workflow_id=NEW)  # starts a new workflow
+        runs[event.n] += 1
+        if runs[event.n] == 1:
+            raise RuntimeError("killed before the mark")  # the effect is applied again
+
+    async with streaming.run() as host:
+        for i in range(5):
+            await host.send(PmPlace(n=i))
+
+        async def twice() -> bool:
+            return len(runs) == 5 and all(v == 2 for v in runs.values())
+        await until(twice)
+        await asyncio.sleep(0.3)
+        for stream, type_name in (("pm-order", "PmConfirmed"), ("pm-shipping", "PmShipped"),
+                                  ("pm-billing", "PmBilled")):
+            events = await host.read(stream, event_types=[type_name])
+            assert sorted(e.decode().n for e in events) == list(range(5)), stream

@@ -96,16 +96,20 @@ class ProcessContext:
             return derived_id("pm", name, trigger, k, key)
 
         host = self.host
+        handler = host.handlers.for_payload(command, "command")
+        assert handler.workflow is not None
+        stream = host.streaming.workflows[handler.workflow]
         if workflow_id == NEW:
-            return await host._dispatch(command, None, new_id=ids("workflow"), ids=ids)
+            new_id = ids("workflow")
+            # a re-run after a crash finds the workflow it started: it continues it, and the
+            # command's events (the same ids) are deduplicated
+            if await host.store.correlation_version(stream, new_id) == 0:
+                return await host._dispatch(command, None, new_id=new_id, ids=ids)
+            return await host._dispatch(command, new_id, ids=ids)
         target = workflow_id or self.workflow_id
-        if workflow_id is None:
-            handler = host.handlers.for_payload(command, "command")
-            assert handler.workflow is not None
-            stream = host.streaming.workflows[handler.workflow]
-            if stream != self.record.stream and \
-                    await host.store.correlation_version(stream, target) == 0:
-                return await host._dispatch(command, None, new_id=target, ids=ids)
+        if workflow_id is None and stream != self.record.stream and \
+                await host.store.correlation_version(stream, target) == 0:
+            return await host._dispatch(command, None, new_id=target, ids=ids)
         return await host._dispatch(command, target, ids=ids)
 
 
