@@ -6,29 +6,23 @@ conflict; an invitation accepted in time is never expired (its schedule was canc
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import pytest
-
-from test_sample_http import PROBLEM_JSON, post
+import aiohttp
 
 if TYPE_CHECKING:
     from conftest import SampleProcess
 
-TTL = 1.0
+PROBLEM_JSON = "application/problem+json"
 
 
-@pytest.fixture(scope="module")
-def expiring_sample():
-    from conftest import SampleProcess
-
-    process = SampleProcess(["--grpc-port", "0", "--http-port", "0",
-                             "--invitation-ttl", str(TTL)])
-    try:
-        yield process.wait_started()
-    finally:
-        process.kill()
+async def post(url: str, body: Any) -> tuple[int, str, Any, dict[str, str]]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        async with session.post(url, data=json.dumps(body),
+                                headers={"Content-Type": "application/json"}) as r:
+            return r.status, r.content_type, await r.json(content_type=None), dict(r.headers)
 
 
 def _email() -> str:
