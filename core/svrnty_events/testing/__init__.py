@@ -16,4 +16,5 @@ from .conformance import EngineSemantics, StoreConformance, StorePrimitives
 from .schedules import ScheduleConformance
 from .helpers import collect, self_signed_certificate, within
 
-__all__ = ["EngineSemantics", "ScheduleConformance", "StoreConformance", "StorePrimitives", "collect", "self_signed_certificate", "within"]
+__all__ = ["EngineSemantics", "ScheduleConformance", "StoreConformance", "StorePrimitives",
+           "collect", "self_signed_certificate", "within"]

@@ -1212,4 +1212,5 @@ class EngineSemantics(_Kit):
 
 
 class StoreConformance(StorePrimitives, EngineSemantics, ScheduleConformance):
-    """Both layers (and the schedule primitives and semantics), run against the store named by the ``event_store_config`` fixture."""
+    """Both layers (and the schedule primitives and semantics), run against the store named
+    by the ``event_store_config`` fixture."""
