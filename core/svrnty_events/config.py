@@ -80,6 +80,17 @@ class StreamConfig(_Config):
     #: partitions of the stream: an event's partition is fixed on append from its correlation
     #: id; a consumer_group spreads partitions over its consumers (one owner each)
     partitions: int = 1
+    #: seconds without a new event after which a workflow of this stream gets a
+    #: WorkflowTimedOut event (or ``workflow_timeout_event``), once; None = never
+    workflow_timeout: float | None = None
+    #: type name of the event appended on timeout instead of WorkflowTimedOut (a class whose
+    #: fields all have defaults)
+    workflow_timeout_event: str | None = None
+    #: seconds after its first event after which a workflow is closed (WorkflowExpired is
+    #: appended; continuing it raises WorkflowExpiredError); None = never
+    workflow_expiry: float | None = None
+    #: event types that close a workflow (continuing it raises WorkflowClosedError)
+    terminal_event_types: list[str] = []
     description: str = ""
 
 
@@ -138,6 +149,9 @@ class HostConfig(_Config):
     #: options of the telemetry plugin (``[telemetry]``, validated by that plugin)
     telemetry: dict[str, Any] = {}
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: seconds between the scheduler's looks for schedules other hosts added (a host's own
+    #: schedules wake it directly): due events fire within this bound
+    schedule_poll_interval: float = 0.5
 
 
 _MSGSPEC_ERROR = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)

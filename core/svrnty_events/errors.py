@@ -184,3 +184,43 @@ class DuplicateEventTypeError(SvrntyEventsError, ValueError):
         super().__init__(
             f'event type "{name}" is defined twice: by {first} and by {second}; events carry '
             f'only their type name, so rename one class or set __event_type__ = "..." on it')
+
+
+# --- long-running workflows -------------------------------------------------------------------
+
+
+class ScheduleError(SvrntyEventsError, ValueError):
+    """``workflow.schedule`` got a due time it cannot honour (in the past beyond the tolerance,
+    a negative delay, both or neither of ``after`` and ``at``)."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+
+class SchedulesUnsupportedError(SvrntyEventsError):
+    """The store does not keep scheduled events, so nothing could fire them."""
+
+    def __init__(self, store: str, what: str) -> None:
+        self.store = store
+        super().__init__(f'{what} needs a store that keeps scheduled events; store "{store}" '
+                         "does not (memory, sqlite, redis and postgres do)")
+
+
+class WorkflowClosedError(SvrntyEventsError):
+    """A command tried to continue a workflow that is closed: it expired
+    (``workflow_expiry``) or has a terminal event (``terminal_event_types``)."""
+
+    def __init__(self, workflow_id: str, stream: str, reason: str, closed_at: object) -> None:
+        self.workflow_id, self.stream, self.reason, self.closed_at = \
+            workflow_id, stream, reason, closed_at
+        super().__init__(f'cannot continue workflow "{workflow_id}" of stream "{stream}": '
+                         f"it {reason} at {closed_at}")
+
+
+class WorkflowExpiredError(WorkflowClosedError):
+    """Continuing a workflow past its stream's ``workflow_expiry``."""
+
+    def __init__(self, workflow_id: str, stream: str, expired_at: object) -> None:
+        self.expired_at = expired_at
+        super().__init__(workflow_id, stream, "expired", expired_at)

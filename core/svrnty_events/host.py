@@ -35,7 +35,10 @@ from .errors import (
     UnknownStreamError,
     UnknownWorkflowError,
 )
+from . import lifecycle
+from . import process_managers as pms
 from .events import EventTypes, RecordedEvent, event_type_name, record
+from .scheduling import Scheduler
 from .plugins import Registry
 from .store import DeadLetter, EventStore, Receipt, StreamInfo
 from .subscriptions import Consumer, Subscriber, SubscriptionEngine, SubscriptionRuntime, type_names
@@ -44,6 +47,7 @@ from .workflow import Workflow
 log = logging.getLogger("svrnty_events.host")
 
 C = TypeVar("C", bound=Callable[..., Any])
+_NoneType = type(None)
 
 
 @runtime_checkable
@@ -99,6 +103,15 @@ class EventStreaming:
         else:
             stream_name = name or workflow.default_stream_name()
             self.workflows[workflow] = stream_name
+        if "workflow_timeout_event" in options and \
+                not isinstance(options["workflow_timeout_event"], (str, _NoneType)):
+            self.event_types.add(options["workflow_timeout_event"])
+            options["workflow_timeout_event"] = event_type_name(options["workflow_timeout_event"])
+        if "terminal_event_types" in options:
+            for t in options["terminal_event_types"]:
+                if not isinstance(t, str):
+                    self.event_types.add(t)
+            options["terminal_event_types"] = type_names(options["terminal_event_types"])
         raw = {"name": stream_name, "type": str(type),
                "delivery_semantics": str(delivery_semantics), "scope": str(scope), **options}
         config = convert(raw, StreamConfig, prefix=f"streams[{len(self.config.streams)}]")
@@ -162,10 +175,29 @@ class EventStreaming:
             return func
         return decorate
 
+    def process_manager(self, name: str, *, streams: Sequence[type[Workflow] | str],
+                        event_types: Sequence[type | str] = (),
+                        state: Callable[[], Any] | None = None,
+                        apply: Callable[[Any, Any], Any] | None = None,
+                        **subscription_options: Any) -> Callable[[C], C]:
+        """Register ``handler(event, pm)`` (sync or async), run once per event of the
+        workflows' ``streams`` (only ``event_types``, if given); ``pm.send(command)`` sends a
+        command once, continuing the triggering workflow unless told otherwise; ``pm.state``
+        is the workflow's state folded by ``apply(state, event)`` from ``state()``.
+        ``subscription_options`` go to its subscriptions (``pm.NAME.STREAM``, mode
+        ``consumer_group``, 10 delivery attempts unless given). See
+        :mod:`svrnty_events.process_managers` and docs/workflows.md."""
+        def decorate(func: C) -> C:
+            pms.register(self, name, streams, func, event_types=event_types, state=state,
+                         apply=apply, **subscription_options)
+            return func
+        return decorate
+
     # --- run -------------------------------------------------------------------------------------
 
     def build_host(self) -> EventStreamingHost:
         """Load plugins and validate the configuration (raises before anything starts)."""
+        pms.prepare(self)
         pm = plugin_registry.get_plugin_manager(self.load_entrypoints, self.extra_plugins)
         registry = plugin_registry.collect_registry(pm)
         return EventStreamingHost(self, pm, registry)
@@ -199,10 +231,15 @@ class EventStreamingHost:
         self.started = False
         self._validate()
         self.store: EventStore = self._store_reg.factory(self._store_options)
+        lifecycle.check_store(self)
         self.engine = SubscriptionEngine(self.store, streaming.event_types)
         self.engine.observers = plugin_registry.observation_hooks(pm)
         #: pm.hook when a plugin implements command_context / publish_context, else None
         self._contexts = plugin_registry.context_hooks(pm)
+        #: the task that appends due scheduled events (stores that keep them)
+        self.scheduler: Scheduler | None = None
+        #: the tasks that run the process managers
+        self.process_managers = pms.ProcessManagerRunner(self)
 
     # --- validation: everything is checked before anything starts -----------------------------
 
@@ -231,7 +268,11 @@ class EventStreamingHost:
                     raise ConfigError(f"streams[{i}].delivery_semantics",
                                       f'store "{cfg.store.plugin}" cannot deduplicate appends, '
                                       "so it cannot give exactly_once", source=src)
+            lifecycle.validate_stream(stream, i, source=src,
+                                      event_types=self.streaming.event_types)
             self.streams[stream.name] = stream
+        if cfg.schedule_poll_interval <= 0:
+            raise ConfigError("schedule_poll_interval", "must be > 0 seconds", source=src)
         for workflow, stream_name in self.streaming.workflows.items():
             if stream_name not in self.streams:
                 raise ConfigError("streams", f"workflow {workflow.__name__} is bound to stream "
@@ -307,10 +348,14 @@ class EventStreamingHost:
                 self.engine.add(SubscriptionRuntime(sub, self.streams[sub.stream], mode))
                 if mode.shared:
                     await self.store.ensure_group(sub.name, "")
+            if type(self.store).capabilities.schedules:
+                self.scheduler = Scheduler(self, poll_interval=self.config.schedule_poll_interval)
+                self.scheduler.start()
             for name, (reg, options) in self._provider_regs.items():
                 provider = reg.factory(self, options)
                 self.providers[name] = provider
                 await provider.start()
+            self.process_managers.start()
             self.started = True
             for result in self.pm.hook.host_started(host=self):
                 if inspect.isawaitable(result):
@@ -351,6 +396,9 @@ class EventStreamingHost:
                     if inspect.isawaitable(result):
                         await result
         finally:
+            await self.process_managers.stop()
+            if self.scheduler is not None:
+                await self.scheduler.stop()
             for provider in reversed(list(self.providers.values())):
                 try:
                     await provider.stop(grace)
@@ -367,46 +415,66 @@ class EventStreamingHost:
 
         The events it emits are appended as one batch only if it returns; the batch carries the
         workflow id as correlation id. Raises UnknownWorkflowError for an unknown workflow id and
-        ConcurrencyError when another command appended to the same workflow meanwhile."""
+        ConcurrencyError when another command appended to the same workflow meanwhile, and
+        WorkflowClosedError (WorkflowExpiredError) for a workflow that expired or ended."""
+        return await self._dispatch(command, workflow_id, headers=headers)
+
+    async def _dispatch(self, command: Any, workflow_id: str | None = None, *,
+                        headers: dict[str, str] | None = None, new_id: str | None = None,
+                        ids: Callable[[str], str] | None = None) -> CommandResult:
+        """``send``; ``new_id`` names a new workflow, ``ids(key)`` derives the ids of the
+        events and schedules (a process manager's re-run then appends nothing twice)."""
         handler = self.handlers.for_payload(command, "command")
         workflow_type = handler.workflow
         assert workflow_type is not None
         stream = self.streaming.workflows[workflow_type]
         contexts = self._contexts
         if contexts is None:
-            return await self._run_command(handler, stream, command, workflow_id, headers)
+            return await self._run_command(handler, stream, command, workflow_id, headers,
+                                           new_id, ids)
         with ExitStack() as stack:
             for manager in contexts.command_context(command=command, command_name=handler.name,
                                                     stream=stream, workflow_id=workflow_id):
                 stack.enter_context(manager)
-            return await self._run_command(handler, stream, command, workflow_id, headers)
+            return await self._run_command(handler, stream, command, workflow_id, headers,
+                                           new_id, ids)
 
     async def _run_command(self, handler: Handler, stream: str, command: Any,
-                           workflow_id: str | None,
-                           headers: dict[str, str] | None) -> CommandResult:
+                           workflow_id: str | None, headers: dict[str, str] | None,
+                           new_id: str | None,
+                           ids: Callable[[str], str] | None) -> CommandResult:
         workflow_type = handler.workflow
         assert workflow_type is not None
+        stream_cfg = self.streams[stream]
         if workflow_id is None:
-            workflow = workflow_type()
+            workflow = workflow_type(new_id)
         else:
             version = await self.store.correlation_version(stream, workflow_id)
             if version == 0:
                 raise UnknownWorkflowError(workflow_id, stream)
+            await lifecycle.check_open(self, stream_cfg, workflow_id)
             workflow = workflow_type(workflow_id, is_new=False, version=version)
+            if workflow._declares_state():
+                await lifecycle.rebuild_state(self, workflow, stream)
         workflow._handler = handler.label  # emit() names it in InvalidEventError
+        workflow._ids = ids
         value = handler.func(command, workflow)
         if inspect.isawaitable(value):
             value = await value
+        lifecycle.check_schedules(self, workflow)
         event_types = self.streaming.event_types
         for e, _ in workflow._pending:
             if event_type_name(type(e)) not in event_types:
                 event_types.add(type(e))
-        events = [record(e, stream=stream, correlation_id=workflow.id, headers=h)
-                  for e, h in workflow._pending]
+        events = [record(e, stream=stream, correlation_id=workflow.id, headers=h,
+                         event_id=None if ids is None else ids(f"event/{i}"))
+                  for i, (e, h) in enumerate(workflow._pending)]
         if headers:
             events = [msgspec.structs.replace(e, headers={**headers, **e.headers})
                       for e in events]
         appended = await self._append(stream, events, workflow.version) if events else []
+        if appended or workflow._schedules or workflow._cancels:
+            await lifecycle.after_append(self, stream_cfg, workflow, appended)
         return CommandResult(value, workflow.id if events or not workflow.is_new else None,
                              appended)
 

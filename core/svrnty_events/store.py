@@ -40,6 +40,7 @@ import msgspec
 from .config import StreamConfig, SubscriptionConfig
 from .errors import ConfigError
 from .events import RecordedEvent
+from .scheduling import Schedule
 
 SHARED_GROUP = ""
 
@@ -88,6 +89,8 @@ class Capabilities(msgspec.Struct, frozen=True):
     idempotent_append: bool = True
     #: several hosts can share the store
     shared: bool = False
+    #: the store keeps scheduled events (save_schedules, claim_schedules, ...)
+    schedules: bool = False
 
 
 class Claimed(msgspec.Struct, gc=False):
@@ -189,7 +192,38 @@ def _resolve(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-class EventStore(abc.ABC):
+class ScheduleStore:
+    """The schedule primitives of a store (``Capabilities.schedules``), used by the host's
+    scheduler (:mod:`svrnty_events.scheduling`). A durable store keeps schedules across
+    restarts; a shared store where every host sees them. Times are wall-clock seconds."""
+
+    async def save_schedules(self, schedules: Sequence[Schedule]) -> None:
+        """Keep ``schedules``; one with the id of a kept schedule replaces it (and its
+        claim)."""
+        raise NotImplementedError(f"{type(self).__name__} does not keep scheduled events")
+
+    async def cancel_schedule(self, schedule_id: str) -> bool:
+        """Drop a schedule that has not fired. False if there is none of this id."""
+        raise NotImplementedError(f"{type(self).__name__} does not keep scheduled events")
+
+    async def claim_schedules(self, holder: str, *, now: float, max_count: int,
+                              lease: float) -> list[Schedule]:
+        """Up to ``max_count`` schedules due at ``now`` (earliest first) that no other holder
+        has claimed within its lease, each claimed by ``holder`` until ``now + lease``, in one
+        atomic step: two hosts never get one schedule while its lease runs."""
+        raise NotImplementedError(f"{type(self).__name__} does not keep scheduled events")
+
+    async def complete_schedules(self, done: Sequence[tuple[str, str]]) -> None:
+        """Drop the fired schedules ``(schedule id, event id)``; a schedule replaced since
+        it was claimed (another event id) is kept."""
+        raise NotImplementedError(f"{type(self).__name__} does not keep scheduled events")
+
+    async def next_schedule_due(self) -> float | None:
+        """The earliest due time of a kept schedule (claimed or not), None if none."""
+        raise NotImplementedError(f"{type(self).__name__} does not keep scheduled events")
+
+
+class EventStore(ScheduleStore, abc.ABC):
     """Base class of event stores. See the module docstring for the model."""
 
     capabilities: ClassVar[Capabilities] = Capabilities()

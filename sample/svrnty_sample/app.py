@@ -16,10 +16,11 @@ from typing import Any
 
 from svrnty_events import EventStreaming, EventStreamingHost, hookimpl
 from svrnty_events.cli import serve
-from svrnty_events.errors import SvrntyEventsError
+from svrnty_events.errors import ConfigError, SvrntyEventsError
 
 from .consumer import AnalyticsConsumer
 from .domain import (
+    DEFAULT_INVITATION_TTL,
     STREAM_EVENT_TYPES,
     Directory,
     InvitationWorkflow,
@@ -96,16 +97,21 @@ class SamplePlugin:
 
 def create_streaming(config: str | Path | None = None, *, plugin: SamplePlugin | None = None,
                      grpc_host: str | None = None, grpc_port: int | None = None,
-                     directory: Directory | None = None) -> EventStreaming:
+                     directory: Directory | None = None,
+                     invitation_ttl: float = DEFAULT_INVITATION_TTL) -> EventStreaming:
     """The sample's EventStreaming: the TOML configuration, the workflows bound to its streams,
-    the handlers, and the sample plugin. Raises ConfigError for a bad file."""
+    the handlers and the invitation-expiry process manager (an invitation not accepted within
+    ``invitation_ttl`` seconds is expired), and the sample plugin. Raises ConfigError for a bad
+    file or an ``invitation_ttl`` of zero or below."""
+    if not invitation_ttl > 0:
+        raise ConfigError("invitation_ttl", f"must be > 0 seconds (got {invitation_ttl})")
     streaming = EventStreaming.from_toml(config or default_config_path(),
                                          plugins=[plugin or SamplePlugin()])
     streaming.bind_workflow(UserWorkflow, "users")
     streaming.bind_workflow(InvitationWorkflow, "invitations")
     for types in STREAM_EVENT_TYPES.values():
         streaming.register_event_types(*types)
-    register_handlers(streaming, directory or Directory())
+    register_handlers(streaming, directory or Directory(), invitation_ttl=invitation_ttl)
     if grpc_host is not None or grpc_port is not None:
         grpc = streaming.config.delivery.setdefault("grpc", {})
         if grpc_host is not None:
@@ -129,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="gRPC port (default: [delivery.grpc] port, 6000; 0 = a free port)")
     parser.add_argument("--http-port", metavar="N", type=int, default=DEFAULT_HTTP_PORT,
                         help=f"HTTP port (default: {DEFAULT_HTTP_PORT}; 0 = a free port)")
+    parser.add_argument("--invitation-ttl", metavar="SECONDS", type=float,
+                        default=DEFAULT_INVITATION_TTL,
+                        help="seconds an invitation may wait to be accepted before it is "
+                             f"expired (default: {DEFAULT_INVITATION_TTL:g}, a week)")
     return parser
 
 
@@ -137,7 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     plugin = SamplePlugin(http_host=args.host or "127.0.0.1", http_port=args.http_port)
     try:
         streaming = create_streaming(args.config, plugin=plugin, grpc_host=args.host,
-                                     grpc_port=args.grpc_port)
+                                     grpc_port=args.grpc_port,
+                                     invitation_ttl=args.invitation_ttl)
         logging.basicConfig(stream=sys.stdout, level=streaming.config.log_level.upper(),
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         asyncio.run(serve(streaming, extra_endpoints=plugin.endpoints))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 
@@ -83,14 +83,31 @@ class InvitationDeclined(Event):
     reason: str | None = None
 
 
+class InvitationDue(Event):
+    """Scheduled by inviteUser for when the invitation's time to accept runs out (cancelled
+    when it is accepted or declined first); the invitation-expiry process manager answers it
+    with expireInvitation."""
+
+    invitation_id: str
+
+
+class InvitationExpired(Event):
+    invitation_id: str
+    email: str
+
+
 #: event types that end an invitation's workflow (a correlation-scoped subscription completes)
-TERMINAL_INVITATION_EVENTS = (InvitationAccepted, InvitationDeclined)
+TERMINAL_INVITATION_EVENTS = (InvitationAccepted, InvitationDeclined, InvitationExpired)
 
 #: the event types of each stream (the AsyncAPI document's messages per channel)
 STREAM_EVENT_TYPES = {
     "users": (UserAdded, UserRemoved),
-    "invitations": (InvitationSent, InvitationAccepted, InvitationDeclined),
+    "invitations": (InvitationSent, InvitationAccepted, InvitationDeclined, InvitationDue,
+                    InvitationExpired),
 }
+
+#: default seconds an invitation may wait to be accepted (``svrnty-sample --invitation-ttl``)
+DEFAULT_INVITATION_TTL = 7 * 24 * 3600.0
 
 
 # --- commands and queries ------------------------------------------------------------------------
@@ -137,6 +154,15 @@ class DeclineInvitationCommand(Payload):
     reason: Annotated[str, msgspec.Meta(max_length=500)] | None = None
 
 
+class ExpireInvitationCommand(Payload):
+    """Expire a pending invitation (sent by the invitation-expiry process manager when the
+    invitation's time runs out); returns whether it was still pending."""
+
+    continues: ClassVar[str] = "invitation_id"
+
+    invitation_id: InvitationId
+
+
 class GetUserQuery(Payload):
     user_id: UserId
 
@@ -174,7 +200,9 @@ class Invitation:
     id: str
     email: str
     inviter: str | None
-    status: str = "pending"  # pending | accepted | declined
+    status: str = "pending"  # pending | accepted | declined | expired
+    #: the schedule of its InvitationDue event (cancelled on accept or decline)
+    due: str | None = None
 
 
 @dataclass
@@ -210,9 +238,13 @@ class Directory:
 # --- handlers ------------------------------------------------------------------------------------
 
 
-def register_handlers(streaming: EventStreaming, directory: Directory) -> None:
-    """Register the sample's command and query handlers on ``streaming``. The handlers check
-    everything before they change the directory, so a refused command changes nothing."""
+def register_handlers(streaming: EventStreaming, directory: Directory, *,
+                      invitation_ttl: float = DEFAULT_INVITATION_TTL) -> None:
+    """Register the sample's command and query handlers and its process manager on
+    ``streaming``. The handlers check everything before they change the directory, so a
+    refused command changes nothing. An invitation not accepted or declined within
+    ``invitation_ttl`` seconds is expired: inviteUser schedules InvitationDue, and the
+    invitation-expiry process manager answers it with expireInvitation."""
 
     @streaming.command_handler(AddUserCommand, workflow=UserWorkflow)
     def add_user(command: AddUserCommand, workflow: UserWorkflow) -> int:
@@ -233,10 +265,12 @@ def register_handlers(streaming: EventStreaming, directory: Directory) -> None:
     def invite_user(command: InviteUserCommand, workflow: InvitationWorkflow) -> str:
         """Invite someone by e-mail; returns the invitation id, which acceptInvitation and
         declineInvitation take to continue the invitation's workflow."""
-        directory.invitations[workflow.id] = Invitation(workflow.id, command.email,
-                                                        command.inviter)
+        invitation = Invitation(workflow.id, command.email, command.inviter)
         workflow.emit(InvitationSent(invitation_id=workflow.id, email=command.email,
                                      inviter=command.inviter))
+        invitation.due = workflow.schedule(InvitationDue(invitation_id=workflow.id),
+                                           after=invitation_ttl)
+        directory.invitations[workflow.id] = invitation
         return workflow.id
 
     @streaming.command_handler(AcceptInvitationCommand, workflow=InvitationWorkflow)
@@ -247,6 +281,8 @@ def register_handlers(streaming: EventStreaming, directory: Directory) -> None:
         invitation = directory.pending_invitation(workflow.id)
         user = directory.new_user(command.name, invitation.email, command.age)
         invitation.status = "accepted"
+        if invitation.due:
+            workflow.cancel_scheduled(invitation.due)
         workflow.emit(InvitationAccepted(invitation_id=workflow.id, email=invitation.email,
                                          user_id=user.id, name=user.name))
         return user.id
@@ -258,9 +294,30 @@ def register_handlers(streaming: EventStreaming, directory: Directory) -> None:
         invitation's workflow."""
         invitation = directory.pending_invitation(workflow.id)
         invitation.status = "declined"
+        if invitation.due:
+            workflow.cancel_scheduled(invitation.due)
         workflow.emit(InvitationDeclined(invitation_id=workflow.id, email=invitation.email,
                                          reason=command.reason))
         return True
+
+    @streaming.command_handler(ExpireInvitationCommand, workflow=InvitationWorkflow)
+    def expire_invitation(command: ExpireInvitationCommand,
+                          workflow: InvitationWorkflow) -> bool:
+        """Expire a pending invitation (continues its workflow); an invitation accepted or
+        declined meanwhile stays as it is. InvitationExpired ends the invitation's
+        workflow."""
+        invitation = directory.invitations.get(workflow.id)
+        if invitation is None or invitation.status != "pending":
+            return False
+        invitation.status = "expired"
+        workflow.emit(InvitationExpired(invitation_id=workflow.id, email=invitation.email))
+        return True
+
+    @streaming.process_manager("invitation-expiry", streams=[InvitationWorkflow],
+                               event_types=[InvitationDue])
+    async def invitation_expiry(event: InvitationDue, pm: Any) -> None:
+        """An invitation's time ran out: expire it (in its own workflow)."""
+        await pm.send(ExpireInvitationCommand(invitation_id=event.invitation_id))
 
     @streaming.query_handler(GetUserQuery)
     def get_user(query: GetUserQuery) -> User:

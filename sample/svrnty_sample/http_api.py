@@ -44,6 +44,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPERATION_LINKS = [
     ("inviteUser", "acceptInvitation", "invitation_id"),
     ("inviteUser", "declineInvitation", "invitation_id"),
+    ("inviteUser", "expireInvitation", "invitation_id"),
     ("addUser", "removeUser", "user_id"),
 ]
 

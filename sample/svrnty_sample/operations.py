@@ -17,6 +17,7 @@ from svrnty_events.errors import (
     ConcurrencyError,
     UnknownCommandError,
     UnknownWorkflowError,
+    WorkflowClosedError,
     ValidationError,
 )
 
@@ -114,6 +115,6 @@ def problem_for(exc: BaseException) -> Problem | None:
         return Problem("not_found", 404, "Unknown workflow", str(exc))
     if isinstance(exc, NotFoundError):
         return Problem("not_found", 404, "Not found", str(exc))
-    if isinstance(exc, (ConflictError, ConcurrencyError)):
+    if isinstance(exc, (ConflictError, ConcurrencyError, WorkflowClosedError)):
         return Problem("conflict", 409, "Conflict", str(exc))
     return None

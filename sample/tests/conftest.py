@@ -130,6 +130,21 @@ def sample() -> Iterator[SampleProcess]:
         process.kill()
 
 
+#: the invitation time-to-accept of ``expiring_sample``
+EXPIRING_TTL = 1.0
+
+
+@pytest.fixture(scope="module")
+def expiring_sample() -> Iterator[SampleProcess]:
+    """A sample host whose invitations expire after EXPIRING_TTL seconds."""
+    process = SampleProcess(["--grpc-port", "0", "--http-port", "0",
+                             "--invitation-ttl", str(EXPIRING_TTL)])
+    try:
+        yield process.wait_started()
+    finally:
+        process.kill()
+
+
 @pytest.fixture
 def start_sample() -> Iterator[Callable[..., SampleProcess]]:
     """Start sample processes of the test's own (killed at the end of the test)."""

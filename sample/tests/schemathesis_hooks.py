@@ -13,13 +13,18 @@ from typing import Any
 
 import schemathesis
 
-from svrnty_sample.domain import AcceptInvitationCommand, DeclineInvitationCommand
+from svrnty_sample.domain import (
+    AcceptInvitationCommand,
+    DeclineInvitationCommand,
+    ExpireInvitationCommand,
+)
 
 WORKFLOW_ID_HEADER = "Workflow-Id"
 #: the path of each continuing command, and the field that names its workflow
 CONTINUING = {f"/api/command/{name}": cls.continues for name, cls in (
     ("acceptInvitation", AcceptInvitationCommand),
-    ("declineInvitation", DeclineInvitationCommand))}
+    ("declineInvitation", DeclineInvitationCommand),
+    ("expireInvitation", ExpireInvitationCommand))}
 
 
 @schemathesis.hook

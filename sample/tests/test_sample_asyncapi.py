@@ -43,7 +43,8 @@ async def test_streams_events_and_subscriptions(sample: SampleProcess) -> None:
     assert set(doc["channels"]) == {"users", "invitations"}
     assert set(doc["channels"]["users"]["messages"]) == {"UserAdded", "UserRemoved"}
     assert set(doc["channels"]["invitations"]["messages"]) == {
-        "InvitationSent", "InvitationAccepted", "InvitationDeclined"}
+        "InvitationSent", "InvitationAccepted", "InvitationDeclined", "InvitationDue",
+        "InvitationExpired"}
     messages, schemas = doc["components"]["messages"], doc["components"]["schemas"]
     # payloads are msgspec's JSON Schemas of the event classes
     expected = msgspec.json.schema_components(
@@ -54,13 +55,16 @@ async def test_streams_events_and_subscriptions(sample: SampleProcess) -> None:
     assert messages["UserAdded"]["correlationId"] == {
         "$ref": "#/components/correlationIds/workflow"}
     ops = doc["operations"]
-    assert set(ops) == {"user-analytics", "invitation-processor"}
+    # the invitation-expiry process manager's subscription too
+    assert set(ops) == {"user-analytics", "invitation-processor",
+                        "pm_invitation-expiry_invitations"}
     assert ops["user-analytics"]["action"] == "send"
     assert ops["user-analytics"]["channel"] == {"$ref": "#/channels/users"}
     assert "broadcast" in ops["user-analytics"]["summary"]
     assert "exclusive" in ops["invitation-processor"]["summary"]
     assert "InvitationAccepted, InvitationDeclined" in ops["invitation-processor"]["description"]
-    assert len(ops["invitation-processor"]["messages"]) == 3
+    assert len(ops["invitation-processor"]["messages"]) == 5
+    assert len(ops["pm_invitation-expiry_invitations"]["messages"]) == 1  # InvitationDue only
 
 
 async def test_the_servers_are_where_the_host_serves(sample: SampleProcess) -> None:

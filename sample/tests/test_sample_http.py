@@ -383,7 +383,8 @@ async def test_openapi_document_lists_every_operation(sample: SampleProcess):
     assert status == 200 and ctype == "application/json"
     assert doc["openapi"].startswith("3.1")
     assert doc["info"]["title"] and doc["info"]["version"]
-    commands = {"addUser", "removeUser", "inviteUser", "acceptInvitation", "declineInvitation"}
+    commands = {"addUser", "removeUser", "inviteUser", "acceptInvitation", "declineInvitation",
+                "expireInvitation"}
     assert {p.rsplit("/", 1)[1] for p in doc["paths"] if p.startswith("/api/command/")} \
         == commands
     for name in commands:

@@ -85,7 +85,8 @@ async def test_the_live_routes_answer_bad_input_on_the_sample_port(sample):
         async with http.get(f"{url}/subscriptions/nope/events") as r:
             assert r.status == 404
             body = await r.json(content_type=None)
-        assert "available: invitation-processor, user-analytics" in body["detail"]
+        assert "available: invitation-processor, pm.invitation-expiry.invitations, " \
+            "user-analytics" in body["detail"]
         async with http.get(f"{url}/subscriptions/user-analytics/events?new_only=perhaps") as r:
             assert r.status == 400
             assert (await r.json(content_type=None))["parameter"] == "new_only"

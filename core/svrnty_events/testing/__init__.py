@@ -13,6 +13,8 @@ fixture naming the store and its options::
 """
 
 from .conformance import EngineSemantics, StoreConformance, StorePrimitives
+from .schedules import ScheduleConformance
 from .helpers import collect, self_signed_certificate, within
 
-__all__ = ["EngineSemantics", "StoreConformance", "StorePrimitives", "collect", "self_signed_certificate", "within"]
+__all__ = ["EngineSemantics", "ScheduleConformance", "StoreConformance", "StorePrimitives",
+           "collect", "self_signed_certificate", "within"]

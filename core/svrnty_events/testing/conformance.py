@@ -26,6 +26,7 @@ from ..modes import Assignment, Mode
 from ..store import ClaimFilter, partition_group
 from ..subscriptions import Delivery
 from .helpers import collect, within
+from .schedules import ScheduleConformance
 
 
 class ConformanceTick(Event):
@@ -1210,5 +1211,6 @@ class EngineSemantics(_Kit):
             assert await host.store.is_processed("sub", f"{event.id}@a")
 
 
-class StoreConformance(StorePrimitives, EngineSemantics):
-    """Both layers, run against the store named by the ``event_store_config`` fixture."""
+class StoreConformance(StorePrimitives, EngineSemantics, ScheduleConformance):
+    """Both layers (and the schedule primitives and semantics), run against the store named
+    by the ``event_store_config`` fixture."""

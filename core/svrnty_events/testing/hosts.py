@@ -4,11 +4,14 @@ host) on a store, which obeys commands read from stdin:
 
     open CONSUMER_ID ack|hold WINDOW [START]   consume (acking each batch, or holding it)
     close CONSUMER_ID                          the consumer leaves (what it holds is released)
+    schedule FIRST COUNT AFTER                 schedule COUNT events (HostsScheduled n = FIRST,
+                                               FIRST+1, ...; a workflow each) AFTER seconds on
     quit                                       stop the host and exit
 
 and reports on stdout, one JSON object a line: {"event": "ready"}, {"event": "opened", ...},
 {"event": "acked" | "held", "consumer": ..., "n": [...], "wf": [correlation ids],
 "attempt": [...], "at": time.time() when the batch was handed over}, {"event": "closed", ...},
+{"event": "scheduled", "first": FIRST, "count": COUNT},
 {"event": "unavailable", ...} when the store cannot be reached (the consumer retries with a
 backoff). The host has one persistent stream "s" of ``PARTITIONS`` partitions, and one
 subscription "sub" of the mode asked for.
@@ -27,8 +30,27 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from ..errors import StoreUnavailableError
+from ..events import Event
 from ..host import EventStreaming
+from ..workflow import Workflow
+
+
+class HostsScheduled(Event):
+    """What the ``schedule`` command of a host process schedules."""
+
+    n: int
+
+
+class HostsSchedule(msgspec.Struct):
+    n: int
+    after: float
+
+
+class HostsScheduleWorkflow(Workflow):
+    pass
 
 
 class HostProcess:
@@ -88,6 +110,11 @@ class HostProcess:
         await self.send(f"open {consumer_id} {'ack' if ack else 'hold'} {window}{extra}")
         await self.wait_for(lambda r: r["event"] == "opened" and r["consumer"] == consumer_id,
                             10)
+
+    async def schedule(self, first: int, count: int, after: float) -> None:
+        """Have the host schedule ``count`` events, due ``after`` seconds from now."""
+        await self.send(f"schedule {first} {count} {after}")
+        await self.wait_for(lambda r: r["event"] == "scheduled" and r["first"] == first, 30)
 
     async def close(self, consumer_id: str) -> None:
         await self.send(f"close {consumer_id}")
@@ -203,6 +230,12 @@ async def main() -> None:
     streaming.add_subscription("s", "sub", mode=args.mode,
                                visibility_timeout=args.visibility_timeout,
                                max_delivery_attempts=0, options=options)
+    streaming.bind_workflow(HostsScheduleWorkflow, "s")
+
+    @streaming.command_handler(HostsSchedule, workflow=HostsScheduleWorkflow)
+    def schedule(command: HostsSchedule, workflow: HostsScheduleWorkflow) -> str:
+        return workflow.schedule(HostsScheduled(n=command.n), after=command.after)
+
     tasks: list[asyncio.Task[None]] = []
     leaving: dict[str, asyncio.Event] = {}
     async with streaming.run() as host:
@@ -221,6 +254,11 @@ async def main() -> None:
                                 leave)))
                 elif words[0] == "close":
                     leaving[words[1]].set()
+                elif words[0] == "schedule":
+                    first, count, after = int(words[1]), int(words[2]), float(words[3])
+                    for n in range(first, first + count):
+                        await host.send(HostsSchedule(n=n, after=after))
+                    report(event="scheduled", first=first, count=count)
         finally:
             for leave in leaving.values():
                 leave.set()

@@ -22,6 +22,7 @@ import msgspec
 from svrnty_events.config import RetentionPolicy, StreamConfig, StreamType, SubscriptionConfig
 from svrnty_events.errors import ConcurrencyError, UnknownStreamError, UnknownSubscriptionError
 from svrnty_events.events import RecordedEvent, partition_of, utcnow
+from svrnty_events.scheduling import InProcessSchedules
 from svrnty_events.store import (
     Capabilities,
     ChangeNotifier,
@@ -167,11 +168,12 @@ class _Subscription:
     processed: set[str] = field(default_factory=set)
 
 
-class MemoryStore(EventStore):
+class MemoryStore(InProcessSchedules, EventStore):
     """In-memory store: ephemeral streams (dropped once every subscription acked them) and
     persistent streams kept in memory (full history, read from an offset, replay)."""
 
-    capabilities = Capabilities(durable=False, idempotent_append=True, shared=False)
+    capabilities = Capabilities(durable=False, idempotent_append=True, shared=False,
+                                schedules=True)
     _retention_log = logging.getLogger("svrnty_events.retention")
 
     def __init__(self, options: MemoryStoreOptions | None = None) -> None:

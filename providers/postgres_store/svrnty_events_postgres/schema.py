@@ -11,11 +11,15 @@ import asyncpg
 from svrnty_events.errors import StoreFormatError
 
 #: the version this code writes and reads
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
-def script(schema: str) -> str:
-    text = files(__package__).joinpath("schema.sql").read_text(encoding="utf-8")
+#: versions this code upgrades from: version N-1 to N by ``upgrade_<N>.sql``
+UPGRADES = {1: "upgrade_2.sql"}
+
+
+def script(schema: str, name: str = "schema.sql") -> str:
+    text = files(__package__).joinpath(name).read_text(encoding="utf-8")
     return text.replace("{s}", f'"{schema}"')
 
 
@@ -43,6 +47,11 @@ async def prepare(conn: asyncpg.Connection, schema: str, where: str) -> None:
                                "VALUES ($1, 'svrnty-events-postgres')", SCHEMA_VERSION)
             return
         found = await conn.fetchval(f"SELECT max(version) FROM {s}.schema_version")
+        while found in UPGRADES:  # an older version this code upgrades, in this transaction
+            await conn.execute(script(schema, UPGRADES[found]))
+            found += 1
+            await conn.execute(f"INSERT INTO {s}.schema_version (version, written_by) "
+                               "VALUES ($1, 'svrnty-events-postgres')", found)
     if found is None or found == SCHEMA_VERSION:
         return
     if found > SCHEMA_VERSION:

@@ -5,8 +5,8 @@ schema, so every host that points at the same database and schema sees the same 
 same delivery state, and a host that is killed loses no acked event (its un-acked ones come
 back after their visibility timeout). :class:`PostgresStore` puts together the rooms of this
 package: the pool and the listening connection (``connection``), the tables (``schema.sql``,
-``schema``), the log of each stream (``log``), delivery state (``delivery``) and snapshots
-(``snapshots``).
+``schema``), the log of each stream (``log``), delivery state (``delivery``), snapshots
+(``snapshots``) and scheduled events (``schedules``).
 
 Waiting consumers are woken by ``LISTEN``/``NOTIFY`` on the schema's channel: every change that
 can make something claimable (an append, a nack, a release, a replay) notifies in its
@@ -37,6 +37,7 @@ from .connection import Connection, PostgresStoreOptions
 from .delivery import Delivery, Subscription
 from .log import EPHEMERAL_TRIM_AT, Stream
 from .schema import prepare
+from .schedules import Schedules
 from .snapshots import Snapshots
 
 __all__ = ["PostgresStore", "PostgresStoreOptions", "Snapshot", "outbox_connection"]
@@ -53,7 +54,7 @@ def outbox_connection() -> asyncpg.Connection | None:
     return None if outbox is None else outbox[1]
 
 
-class PostgresStore(Connection, Delivery, Snapshots, EventStore):
+class PostgresStore(Connection, Delivery, Snapshots, Schedules, EventStore):
     """Durable store on PostgreSQL (13 or later), shared by many hosts.
 
     :meth:`start` raises :class:`~svrnty_events.errors.ConfigError` (``store.options.url``)
@@ -61,7 +62,8 @@ class PostgresStore(Connection, Delivery, Snapshots, EventStore):
     :class:`~svrnty_events.errors.StoreFormatError` when the schema was written by another
     version."""
 
-    capabilities = Capabilities(durable=True, idempotent_append=True, shared=True)
+    capabilities = Capabilities(durable=True, idempotent_append=True, shared=True,
+                                schedules=True)
 
     def __init__(self, options: PostgresStoreOptions | dict[str, Any]) -> None:
         if isinstance(options, dict):

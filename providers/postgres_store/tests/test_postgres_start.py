@@ -9,6 +9,7 @@ import pytest
 from svrnty_events import EventStreaming
 from svrnty_events.errors import ConfigError, StoreFormatError
 from svrnty_events.testing import within
+from svrnty_events_postgres.schema import SCHEMA_VERSION
 from svrnty_events_postgres import PostgresStore, PostgresStoreOptions
 from svrnty_events_postgres.server import PASSWORD, free_port
 
@@ -62,10 +63,21 @@ async def test_schema_created_once_and_other_versions_refused(postgres_server, s
     options = PostgresStoreOptions(url=postgres_server.url(), schema=schema)
     async with PostgresStore(options) as store:
         async with store.connection() as conn:
-            assert await conn.fetchval(f'SELECT version FROM "{schema}".schema_version') == 1
+            assert await conn.fetchval(
+                f'SELECT max(version) FROM "{schema}".schema_version') == SCHEMA_VERSION == 2
     async with PostgresStore(options):  # a second start finds it and keeps it
         pass
-    for version, words in ((2, "newer"), (0, "older")):
+    # a version-1 schema (before scheduled events) is upgraded: it gets the schedules table
+    postgres_server.psql(f'DROP TABLE "{schema}".schedules; '
+                         f'UPDATE "{schema}".schema_version SET version = 1')
+    async with PostgresStore(options) as store:
+        await store.save_schedules([])
+        assert await store.next_schedule_due() is None
+        async with store.connection() as conn:
+            assert await conn.fetchval(
+                f'SELECT max(version) FROM "{schema}".schema_version') == 2
+    postgres_server.psql(f'DELETE FROM "{schema}".schema_version WHERE version = 1')
+    for version, words in ((3, "newer"), (0, "older")):
         postgres_server.psql(f'UPDATE "{schema}".schema_version SET version = {version}')
         with pytest.raises(StoreFormatError) as info:
             await within(PostgresStore(options).start(), 30)

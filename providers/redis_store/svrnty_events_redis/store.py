@@ -46,6 +46,7 @@ from svrnty_events.store import (
 from . import entries
 from .connection import Connection, RedisStoreOptions
 from .keys import LAYOUT, StreamKeys, SubKeys
+from .schedules import Schedules
 
 __all__ = ["RedisStore", "RedisStoreOptions"]
 
@@ -61,10 +62,11 @@ RESERVED_CONSUMERS = ("svrnty:parked", "svrnty:dead")
 _Claim = tuple[bytes, int, bool]
 
 
-class RedisStore(Connection, EventStore):
+class RedisStore(Schedules, Connection, EventStore):
     """Event store on Redis Streams (Redis >= 7.0): durable, shared by many hosts."""
 
-    capabilities = Capabilities(durable=True, idempotent_append=True, shared=True)
+    capabilities = Capabilities(durable=True, idempotent_append=True, shared=True,
+                                schedules=True)
 
     def __init__(self, options: RedisStoreOptions | None = None) -> None:
         super().__init__(options)

@@ -9,7 +9,7 @@ from importlib.resources import files
 from svrnty_events.errors import StoreFormatError
 
 #: the version this code writes; a file at a lower version is upgraded when it is opened
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def _script(name: str) -> str:

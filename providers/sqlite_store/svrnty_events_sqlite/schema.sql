@@ -104,3 +104,12 @@ CREATE TABLE IF NOT EXISTS snapshots (
     taken_at INTEGER NOT NULL,
     PRIMARY KEY (stream_id, correlation_id, key)
 ) WITHOUT ROWID;
+CREATE TABLE schedules (
+    id          TEXT PRIMARY KEY,
+    due         REAL NOT NULL,
+    event_id    TEXT NOT NULL,
+    holder      TEXT,
+    lease_until REAL NOT NULL DEFAULT 0,
+    body        BLOB NOT NULL
+);
+CREATE INDEX schedules_by_due ON schedules (due);

@@ -4,7 +4,8 @@ Streams, events and every subscription's delivery state live in one SQLite datab
 (WAL mode), so a host that is killed and restarted loses no acked event and redelivers every
 unacked one. :class:`SqliteStore` puts together the rooms of this package: the connection on
 its worker thread and the file lock (``database``), the tables (``schema.sql``, ``schema``),
-the log of each stream (``log``), delivery state (``delivery``) and snapshots (``snapshots``).
+the log of each stream (``log``), delivery state (``delivery``), snapshots (``snapshots``)
+and scheduled events (``schedules``).
 
 Threading: one connection, owned by one dedicated worker thread; every statement runs there,
 so blocking SQLite calls never stall the event loop, and operations are applied in the order
@@ -27,6 +28,7 @@ from svrnty_events.store import Capabilities, EventStore
 from .database import Database, DatabaseInUseError, FileLock
 from .delivery import Delivery, Subscription, recover
 from .log import Log, Stream
+from .schedules import Schedules
 from .snapshots import Snapshot, Snapshots
 
 __all__ = ["DatabaseInUseError", "Snapshot", "SqliteStore", "SqliteStoreOptions"]
@@ -47,13 +49,14 @@ class SqliteStoreOptions(msgspec.Struct, forbid_unknown_fields=True):
     retention_step: Annotated[int, msgspec.Meta(ge=1)] = 1000
 
 
-class SqliteStore(Log, Delivery, Snapshots, EventStore):
+class SqliteStore(Log, Delivery, Snapshots, Schedules, EventStore):
     """Durable store on one SQLite file: streams, events and subscription delivery state.
 
     :meth:`start` raises :class:`DatabaseInUseError` when another process has the file, and
     :class:`~svrnty_events.errors.StoreFormatError` when a newer version wrote it."""
 
-    capabilities = Capabilities(durable=True, idempotent_append=True, shared=False)
+    capabilities = Capabilities(durable=True, idempotent_append=True, shared=False,
+                                schedules=True)
 
     def __init__(self, options: SqliteStoreOptions | dict[str, Any]) -> None:
         if isinstance(options, dict):

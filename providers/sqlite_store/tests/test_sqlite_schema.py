@@ -178,7 +178,7 @@ async def test_a_version_1_file_is_upgraded_with_its_events_and_delivery_state(
     finally:
         await within(store.close())
     with closing(sqlite3.connect(path)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'events_by_part'"
                             ).fetchone() is not None
 

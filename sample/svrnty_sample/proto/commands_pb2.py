@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fsvrnty/sample/v1/commands.proto\x12\x10svrnty.sample.v1\"N\n\x15\x41\x64\x64UserCommandRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x10\n\x03\x61ge\x18\x03 \x01(\x05H\x00\x88\x01\x01\x42\x06\n\x04_age\"=\n\x16\x41\x64\x64UserCommandResponse\x12\x0e\n\x06result\x18\x01 \x01(\x05\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\"+\n\x18RemoveUserCommandRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x05\"@\n\x19RemoveUserCommandResponse\x12\x0e\n\x06result\x18\x01 \x01(\x08\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\"K\n\x18InviteUserCommandRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x14\n\x07inviter\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\n\n\x08_inviter\"@\n\x19InviteUserCommandResponse\x12\x0e\n\x06result\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\"_\n\x1e\x41\x63\x63\x65ptInvitationCommandRequest\x12\x15\n\rinvitation_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x03\x61ge\x18\x03 \x01(\x05H\x00\x88\x01\x01\x42\x06\n\x04_age\"F\n\x1f\x41\x63\x63\x65ptInvitationCommandResponse\x12\x0e\n\x06result\x18\x01 \x01(\x05\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\"X\n\x1f\x44\x65\x63lineInvitationCommandRequest\x12\x15\n\rinvitation_id\x18\x01 \x01(\t\x12\x13\n\x06reason\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\t\n\x07_reason\"G\n DeclineInvitationCommandResponse\x12\x0e\n\x06result\x18\x01 \x01(\x08\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\"I\n\x04User\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x10\n\x03\x61ge\x18\x04 \x01(\x05H\x00\x88\x01\x01\x42\x06\n\x04_age\"&\n\x13GetUserQueryRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x05\">\n\x14GetUserQueryResponse\x12&\n\x06result\x18\x01 \x01(\x0b\x32\x16.svrnty.sample.v1.User\"\x17\n\x15ListUsersQueryRequest\"@\n\x16ListUsersQueryResponse\x12&\n\x06result\x18\x01 \x03(\x0b\x32\x16.svrnty.sample.v1.User2\xb1\x04\n\x0e\x43ommandService\x12\\\n\x07\x41\x64\x64User\x12\'.svrnty.sample.v1.AddUserCommandRequest\x1a(.svrnty.sample.v1.AddUserCommandResponse\x12\x65\n\nRemoveUser\x12*.svrnty.sample.v1.RemoveUserCommandRequest\x1a+.svrnty.sample.v1.RemoveUserCommandResponse\x12\x65\n\nInviteUser\x12*.svrnty.sample.v1.InviteUserCommandRequest\x1a+.svrnty.sample.v1.InviteUserCommandResponse\x12w\n\x10\x41\x63\x63\x65ptInvitation\x12\x30.svrnty.sample.v1.AcceptInvitationCommandRequest\x1a\x31.svrnty.sample.v1.AcceptInvitationCommandResponse\x12z\n\x11\x44\x65\x63lineInvitation\x12\x31.svrnty.sample.v1.DeclineInvitationCommandRequest\x1a\x32.svrnty.sample.v1.DeclineInvitationCommandResponse2\xc8\x01\n\x0cQueryService\x12X\n\x07GetUser\x12%.svrnty.sample.v1.GetUserQueryRequest\x1a&.svrnty.sample.v1.GetUserQueryResponse\x12^\n\tListUsers\x12\'.svrnty.sample.v1.ListUsersQueryRequest\x1a(.svrnty.sample.v1.ListUsersQueryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fsvrnty/sample/v1/commands.proto\x12\x10svrnty.sample.v1\"N\n\x15\x41\x64\x64UserCommandRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x10\n\x03\x61ge\x18\x03 \x01(\x05H\x00\x88\x01\x01\x42\x06\n\x04_age\"=\n\x16\x41\x64\x64UserCommandResponse\x12\x0e\n\x06result\x18\x01 \x01(\x05\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\"+\n\x18RemoveUserCommandRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x05\"@\n\x19RemoveUserCommandResponse\x12\x0e\n\x06result\x18\x01 \x01(\x08\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\"K\n\x18InviteUserCommandRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x14\n\x07inviter\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\n\n\x08_inviter\"@\n\x19InviteUserCommandResponse\x12\x0e\n\x06result\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\"_\n\x1e\x41\x63\x63\x65ptInvitationCommandRequest\x12\x15\n\rinvitation_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x03\x61ge\x18\x03 \x01(\x05H\x00\x88\x01\x01\x42\x06\n\x04_age\"F\n\x1f\x41\x63\x63\x65ptInvitationCommandResponse\x12\x0e\n\x06result\x18\x01 \x01(\x05\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\"X\n\x1f\x44\x65\x63lineInvitationCommandRequest\x12\x15\n\rinvitation_id\x18\x01 \x01(\t\x12\x13\n\x06reason\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\t\n\x07_reason\"G\n DeclineInvitationCommandResponse\x12\x0e\n\x06result\x18\x01 \x01(\x08\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\"7\n\x1e\x45xpireInvitationCommandRequest\x12\x15\n\rinvitation_id\x18\x01 \x01(\t\"F\n\x1f\x45xpireInvitationCommandResponse\x12\x0e\n\x06result\x18\x01 \x01(\x08\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\"I\n\x04User\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x10\n\x03\x61ge\x18\x04 \x01(\x05H\x00\x88\x01\x01\x42\x06\n\x04_age\"&\n\x13GetUserQueryRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x05\">\n\x14GetUserQueryResponse\x12&\n\x06result\x18\x01 \x01(\x0b\x32\x16.svrnty.sample.v1.User\"\x17\n\x15ListUsersQueryRequest\"@\n\x16ListUsersQueryResponse\x12&\n\x06result\x18\x01 \x03(\x0b\x32\x16.svrnty.sample.v1.User2\xaa\x05\n\x0e\x43ommandService\x12\\\n\x07\x41\x64\x64User\x12\'.svrnty.sample.v1.AddUserCommandRequest\x1a(.svrnty.sample.v1.AddUserCommandResponse\x12\x65\n\nRemoveUser\x12*.svrnty.sample.v1.RemoveUserCommandRequest\x1a+.svrnty.sample.v1.RemoveUserCommandResponse\x12\x65\n\nInviteUser\x12*.svrnty.sample.v1.InviteUserCommandRequest\x1a+.svrnty.sample.v1.InviteUserCommandResponse\x12w\n\x10\x41\x63\x63\x65ptInvitation\x12\x30.svrnty.sample.v1.AcceptInvitationCommandRequest\x1a\x31.svrnty.sample.v1.AcceptInvitationCommandResponse\x12z\n\x11\x44\x65\x63lineInvitation\x12\x31.svrnty.sample.v1.DeclineInvitationCommandRequest\x1a\x32.svrnty.sample.v1.DeclineInvitationCommandResponse\x12w\n\x10\x45xpireInvitation\x12\x30.svrnty.sample.v1.ExpireInvitationCommandRequest\x1a\x31.svrnty.sample.v1.ExpireInvitationCommandResponse2\xc8\x01\n\x0cQueryService\x12X\n\x07GetUser\x12%.svrnty.sample.v1.GetUserQueryRequest\x1a&.svrnty.sample.v1.GetUserQueryResponse\x12^\n\tListUsers\x12\'.svrnty.sample.v1.ListUsersQueryRequest\x1a(.svrnty.sample.v1.ListUsersQueryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -51,18 +51,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DECLINEINVITATIONCOMMANDREQUEST']._serialized_end=707
   _globals['_DECLINEINVITATIONCOMMANDRESPONSE']._serialized_start=709
   _globals['_DECLINEINVITATIONCOMMANDRESPONSE']._serialized_end=780
-  _globals['_USER']._serialized_start=782
-  _globals['_USER']._serialized_end=855
-  _globals['_GETUSERQUERYREQUEST']._serialized_start=857
-  _globals['_GETUSERQUERYREQUEST']._serialized_end=895
-  _globals['_GETUSERQUERYRESPONSE']._serialized_start=897
-  _globals['_GETUSERQUERYRESPONSE']._serialized_end=959
-  _globals['_LISTUSERSQUERYREQUEST']._serialized_start=961
-  _globals['_LISTUSERSQUERYREQUEST']._serialized_end=984
-  _globals['_LISTUSERSQUERYRESPONSE']._serialized_start=986
-  _globals['_LISTUSERSQUERYRESPONSE']._serialized_end=1050
-  _globals['_COMMANDSERVICE']._serialized_start=1053
-  _globals['_COMMANDSERVICE']._serialized_end=1614
-  _globals['_QUERYSERVICE']._serialized_start=1617
-  _globals['_QUERYSERVICE']._serialized_end=1817
+  _globals['_EXPIREINVITATIONCOMMANDREQUEST']._serialized_start=782
+  _globals['_EXPIREINVITATIONCOMMANDREQUEST']._serialized_end=837
+  _globals['_EXPIREINVITATIONCOMMANDRESPONSE']._serialized_start=839
+  _globals['_EXPIREINVITATIONCOMMANDRESPONSE']._serialized_end=909
+  _globals['_USER']._serialized_start=911
+  _globals['_USER']._serialized_end=984
+  _globals['_GETUSERQUERYREQUEST']._serialized_start=986
+  _globals['_GETUSERQUERYREQUEST']._serialized_end=1024
+  _globals['_GETUSERQUERYRESPONSE']._serialized_start=1026
+  _globals['_GETUSERQUERYRESPONSE']._serialized_end=1088
+  _globals['_LISTUSERSQUERYREQUEST']._serialized_start=1090
+  _globals['_LISTUSERSQUERYREQUEST']._serialized_end=1113
+  _globals['_LISTUSERSQUERYRESPONSE']._serialized_start=1115
+  _globals['_LISTUSERSQUERYRESPONSE']._serialized_end=1179
+  _globals['_COMMANDSERVICE']._serialized_start=1182
+  _globals['_COMMANDSERVICE']._serialized_end=1864
+  _globals['_QUERYSERVICE']._serialized_start=1867
+  _globals['_QUERYSERVICE']._serialized_end=2067
 # @@protoc_insertion_point(module_scope)

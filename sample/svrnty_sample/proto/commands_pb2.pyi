@@ -88,6 +88,20 @@ class DeclineInvitationCommandResponse(_message.Message):
     workflow_id: str
     def __init__(self, result: _Optional[bool] = ..., workflow_id: _Optional[str] = ...) -> None: ...
 
+class ExpireInvitationCommandRequest(_message.Message):
+    __slots__ = ("invitation_id",)
+    INVITATION_ID_FIELD_NUMBER: _ClassVar[int]
+    invitation_id: str
+    def __init__(self, invitation_id: _Optional[str] = ...) -> None: ...
+
+class ExpireInvitationCommandResponse(_message.Message):
+    __slots__ = ("result", "workflow_id")
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    result: bool
+    workflow_id: str
+    def __init__(self, result: _Optional[bool] = ..., workflow_id: _Optional[str] = ...) -> None: ...
+
 class User(_message.Message):
     __slots__ = ("id", "name", "email", "age")
     ID_FIELD_NUMBER: _ClassVar[int]

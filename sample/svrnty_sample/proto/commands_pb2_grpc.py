@@ -59,6 +59,11 @@ class CommandServiceStub:
                 request_serializer=svrnty_dot_sample_dot_v1_dot_commands__pb2.DeclineInvitationCommandRequest.SerializeToString,
                 response_deserializer=svrnty_dot_sample_dot_v1_dot_commands__pb2.DeclineInvitationCommandResponse.FromString,
                 _registered_method=True)
+        self.ExpireInvitation = channel.unary_unary(
+                '/svrnty.sample.v1.CommandService/ExpireInvitation',
+                request_serializer=svrnty_dot_sample_dot_v1_dot_commands__pb2.ExpireInvitationCommandRequest.SerializeToString,
+                response_deserializer=svrnty_dot_sample_dot_v1_dot_commands__pb2.ExpireInvitationCommandResponse.FromString,
+                _registered_method=True)
 
 
 class CommandServiceServicer:
@@ -94,6 +99,12 @@ class CommandServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExpireInvitation(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CommandServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +132,11 @@ def add_CommandServiceServicer_to_server(servicer, server):
                     servicer.DeclineInvitation,
                     request_deserializer=svrnty_dot_sample_dot_v1_dot_commands__pb2.DeclineInvitationCommandRequest.FromString,
                     response_serializer=svrnty_dot_sample_dot_v1_dot_commands__pb2.DeclineInvitationCommandResponse.SerializeToString,
+            ),
+            'ExpireInvitation': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExpireInvitation,
+                    request_deserializer=svrnty_dot_sample_dot_v1_dot_commands__pb2.ExpireInvitationCommandRequest.FromString,
+                    response_serializer=svrnty_dot_sample_dot_v1_dot_commands__pb2.ExpireInvitationCommandResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +274,33 @@ class CommandService:
             '/svrnty.sample.v1.CommandService/DeclineInvitation',
             svrnty_dot_sample_dot_v1_dot_commands__pb2.DeclineInvitationCommandRequest.SerializeToString,
             svrnty_dot_sample_dot_v1_dot_commands__pb2.DeclineInvitationCommandResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExpireInvitation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/svrnty.sample.v1.CommandService/ExpireInvitation',
+            svrnty_dot_sample_dot_v1_dot_commands__pb2.ExpireInvitationCommandRequest.SerializeToString,
+            svrnty_dot_sample_dot_v1_dot_commands__pb2.ExpireInvitationCommandResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,43 @@
+"""Scheduled events on PostgreSQL across host processes (svrnty_events.testing.hosts): two
+hosts share the schedules and each event is appended once, also when the host that scheduled
+them is SIGKILLed before they are due."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+
+async def _fired(host, count: int) -> Counter:
+    await host.wait_until(lambda: len(host.numbers()) >= count, 60)
+    await asyncio.sleep(1.0)  # a duplicate would show up now
+    return Counter(host.numbers())
+
+
+async def test_two_hosts_append_each_scheduled_event_once(pg_url, schema, start_host):
+    total = 200
+    a = await start_host("a", pg_url, schema)
+    b = await start_host("b", pg_url, schema)
+    await b.open("counter")
+    scheduled_at = time.time()
+    await a.schedule(0, total // 2, 1.5)
+    await b.schedule(total // 2, total // 2, 1.5)
+    fired = await _fired(b, total)
+    assert sorted(fired) == list(range(total))  # none lost
+    assert set(fired.values()) == {1}  # none appended twice
+    assert min(at for at, *_ in b.deliveries()) >= scheduled_at + 1.5 - 0.05
+
+
+async def test_a_host_killed_before_due_leaves_its_schedules_to_the_other(
+        pg_url, schema, start_host):
+    total = 100
+    a = await start_host("a", pg_url, schema)
+    b = await start_host("b", pg_url, schema)
+    await b.open("counter")
+    await a.schedule(0, total, 1.5)
+    a.kill()
+    await a.proc.wait()
+    fired = await _fired(b, total)
+    assert sorted(fired) == list(range(total))
+    assert set(fired.values()) == {1}
