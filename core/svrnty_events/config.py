@@ -146,8 +146,9 @@ class HostConfig(_Config):
     subscriptions: list[SubscriptionConfig] = []
     #: delivery provider name -> its options (validated by the provider's options Struct)
     delivery: dict[str, dict[str, Any]] = {}
-    #: options of the telemetry plugin (``[telemetry]``, validated by that plugin)
-    telemetry: dict[str, Any] = {}
+    #: options of the telemetry plugin (``[telemetry]``, validated by that plugin); None = no
+    #: section (an empty section turns telemetry on with its defaults)
+    telemetry: dict[str, Any] | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     #: seconds between the scheduler's looks for schedules other hosts added (a host's own
     #: schedules wake it directly): due events fire within this bound

@@ -321,7 +321,7 @@ class EventStreamingHost:
             if sub.max_delivery_attempts < 0:
                 raise ConfigError(f"subscriptions[{i}].max_delivery_attempts", "must be >= 0",
                                   source=src)
-        if cfg.telemetry and self.pm.get_plugin("telemetry") is None:
+        if cfg.telemetry is not None and self.pm.get_plugin("telemetry") is None:
             raise ConfigError("telemetry", "configured, but the telemetry plugin is not loaded: "
                               "pip install svrnty-events-telemetry (or add it to "
                               f"{plugin_registry.PLUGINS_ENV})", source=src)

@@ -324,6 +324,11 @@ class WebhookDeliveryProvider:
             SUBSCRIPTION_HEADER: delivery.subscription,
             **signature_headers(endpoint.signature, target.secrets, delivery.id, body),
         }
+        # the event's W3C trace context (its creation context, set by the telemetry plugin),
+        # so the receiver's span can join the trace
+        for name in ("traceparent", "tracestate"):
+            if (value := delivery.headers.get(name)) is not None:
+                headers[name] = value
         try:
             async with self.session.post(
                     endpoint.url, data=body, headers=headers, allow_redirects=False,

@@ -364,6 +364,14 @@ class RemoteDelivery:
                 f"attempt={self.attempt}>")
 
 
+def _delivery_spans() -> Any:
+    try:
+        from svrnty_events_telemetry.tracing import delivery_spans
+    except ImportError:  # tracing comes with svrnty-events-telemetry
+        return None
+    return delivery_spans()
+
+
 class RemoteSubscriber:
     """A Subscribe stream as an async context manager and async iterator of RemoteDelivery.
 
@@ -396,6 +404,9 @@ class RemoteSubscriber:
         self._closed = False
         self._read_task: asyncio.Future[Any] | None = None
         self._held: dict[str, RemoteDelivery] = {}
+        #: ``process`` spans when svrnty-events-telemetry is installed and a tracer provider
+        #: is configured in this process (else None: nothing is traced)
+        self._spans = _delivery_spans()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -439,6 +450,8 @@ class RemoteSubscriber:
         if self._closed:
             return
         self._closed = True
+        if self._spans is not None:
+            self._spans.end_consumer(self.subscription, self.consumer_id, "unsubscribed")
         call = self._call
         try:
             if self._writer is not None and not self._ended:
@@ -507,8 +520,10 @@ class RemoteSubscriber:
             elif kind == "completed":
                 self.completed = True
                 self.completed_event_id = response.completed.event_id or None
-        self._last = self._buffer.popleft()
-        return self._last
+        self._last = delivery = self._buffer.popleft()
+        if self._spans is not None:
+            self._spans.start(delivery, self.subscription, self.consumer_id)
+        return delivery
 
     async def _read(self, timeout: float | None = None) -> Any:
         """The next response; None at the end of a stream that ended OK; _TIMED_OUT after
@@ -555,6 +570,8 @@ class RemoteSubscriber:
         self._settle(delivery)
         self._acks.append(delivery.id)
         self._wake.set()
+        if self._spans is not None:
+            self._spans.end(self.subscription, self.consumer_id, delivery.id)
 
     def _nack(self, delivery: RemoteDelivery, delay: float | None, reason: str | None) -> None:
         self._settle(delivery)
@@ -563,6 +580,10 @@ class RemoteSubscriber:
             nack.delay_seconds = delay
         self._control.append(pb.SubscribeRequest(nack=nack))
         self._wake.set()
+        if self._spans is not None:
+            self._spans.end(self.subscription, self.consumer_id, delivery.id, outcome="nack",
+                            error=f"nacked: {reason}" if reason else "nacked",
+                            attributes={"reason": reason or ""})
 
     def _in_progress(self, delivery: RemoteDelivery) -> None:
         if delivery.settled or self._held.get(delivery.id) is not delivery:

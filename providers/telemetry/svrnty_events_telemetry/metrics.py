@@ -85,6 +85,10 @@ class HostMetrics:
         self.delivery_latency = LatencyHistogram(
             "svrnty_events_delivery_latency_seconds",
             "Time from append to hand-over to a consumer's code", "subscription")
+        #: hand-over to ack or nack
+        self.handler_duration = LatencyHistogram(
+            "svrnty_events_handler_duration_seconds",
+            "Time from hand-over to a consumer's code to its ack or nack", "subscription")
         meter = self.provider.get_meter(METER_NAME)
         for name, description, values, label in (
                 ("svrnty_events_appended", "Events appended, by stream", self.appended,
@@ -146,10 +150,22 @@ class HostMetrics:
     @hookimpl
     def events_acked(self, subscription: str, deliveries: Sequence[Delivery]) -> None:
         self.acked[subscription] = self.acked.get(subscription, 0) + len(deliveries)
+        self._handled(subscription, deliveries)
 
     @hookimpl
     def events_nacked(self, subscription: str, deliveries: Sequence[Delivery]) -> None:
         self.nacked[subscription] = self.nacked.get(subscription, 0) + len(deliveries)
+        self._handled(subscription, deliveries)
+
+    def _handled(self, subscription: str, deliveries: Sequence[Delivery]) -> None:
+        now = time.time()
+        counts, total = self.handler_duration.series_for(subscription)
+        buckets = self.handler_duration.buckets
+        for d in deliveries:
+            if d.handed_at:  # 0.0: handed over before this host was observed
+                duration = max(now - d.handed_at, 0.0)
+                counts[bisect_left(buckets, duration)] += 1
+                total[0] += duration
 
     @hookimpl
     def events_dead_lettered(self, subscription: str, events: Sequence[RecordedEvent]) -> None:

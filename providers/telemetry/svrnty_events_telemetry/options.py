@@ -21,5 +21,8 @@ class TelemetryOptions(msgspec.Struct, forbid_unknown_fields=True):
 
     #: serve a Prometheus endpoint; None = none (metrics still go to other OpenTelemetry readers)
     prometheus: PrometheusOptions | None = None
-    #: gauges that need a store call (dead letters) are computed at most this often
+    #: trace commands, appends and deliveries when a tracer provider is configured (the
+    #: application's global one, or OTEL_TRACES_EXPORTER); False = never
+    tracing: bool = True
+    #: gauges that need a store call (lag, dead letters) are computed at most this often
     store_gauge_interval: Annotated[float, Meta(gt=0)] = 2.0

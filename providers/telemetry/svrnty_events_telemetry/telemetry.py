@@ -7,12 +7,15 @@ from contextlib import suppress
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from prometheus_client import CollectorRegistry
 
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+
 from svrnty_events import EventStreamingHost
 from svrnty_events.config import convert
 
 from .metrics import HostMetrics
 from .options import TelemetryOptions
 from .prometheus import MetricsServer
+from .tracing import HostTracing, configured_tracer_provider, load_exporters
 
 
 class HostTelemetry(HostMetrics):
@@ -25,9 +28,19 @@ class HostTelemetry(HostMetrics):
         self.options = options
         #: the Prometheus registry of this host's metrics (one per host, not the global one)
         self.registry = CollectorRegistry(auto_describe=True)
-        readers = [PrometheusMetricReader(disable_target_info=True, registry=self.registry)]
+        readers: list[MetricReader] = [
+            PrometheusMetricReader(disable_target_info=True, registry=self.registry)]
+        # OTEL_METRICS_EXPORTER (e.g. otlp, console) exports the same instruments; the
+        # Prometheus endpoint is [telemetry.prometheus]
+        readers += [PeriodicExportingMetricReader(exporter) for exporter in load_exporters(
+            "OTEL_METRICS_EXPORTER", "opentelemetry_metrics_exporter", ignore=("prometheus",))]
         super().__init__(host, readers, store_gauge_interval=options.store_gauge_interval)
         self.registry.register(self.delivery_latency)
+        self.registry.register(self.handler_duration)
+        #: the host's spans, when tracing is on (see tracing.configured_tracer_provider)
+        self.tracing: HostTracing | None = None
+        if options.tracing and (provider := configured_tracer_provider()) is not None:
+            self.tracing = HostTracing(provider)
         self.server: MetricsServer | None = None
         if options.prometheus is not None:
             self.server = MetricsServer(self.registry, options.prometheus.host,
