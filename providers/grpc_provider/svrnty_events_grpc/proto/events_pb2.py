@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsvrnty/events/v1/events.proto\x12\x10svrnty.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\x02\n\x10SubscribeRequest\x12\x30\n\tsubscribe\x18\x01 \x01(\x0b\x32\x1b.svrnty.events.v1.SubscribeH\x00\x12$\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x15.svrnty.events.v1.AckH\x00\x12&\n\x04nack\x18\x03 \x01(\x0b\x32\x16.svrnty.events.v1.NackH\x00\x12\x30\n\theartbeat\x18\x04 \x01(\x0b\x32\x1b.svrnty.events.v1.HeartbeatH\x00\x12\x34\n\x0bunsubscribe\x18\x05 \x01(\x0b\x32\x1d.svrnty.events.v1.UnsubscribeH\x00\x12\x33\n\x0bin_progress\x18\x06 \x01(\x0b\x32\x1c.svrnty.events.v1.InProgressH\x00\x42\t\n\x07request\"\x83\x04\n\tSubscribe\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x13\n\x0b\x63onsumer_id\x18\x02 \x01(\t\x12\x1b\n\x0e\x63orrelation_id\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x13\n\x0b\x65vent_types\x18\x04 \x03(\t\x12\x1c\n\x14terminal_event_types\x18\x05 \x03(\t\x12\x35\n\rdelivery_mode\x18\x06 \x01(\x0e\x32\x1e.svrnty.events.v1.DeliveryMode\x12\x0e\n\x06window\x18\x07 \x01(\r\x12;\n\x08metadata\x18\x08 \x03(\x0b\x32).svrnty.events.v1.Subscribe.MetadataEntry\x12\x16\n\x0emax_batch_size\x18\t \x01(\r\x12\x1a\n\x12max_batch_delay_ms\x18\n \x01(\r\x12\x17\n\rfrom_sequence\x18\x0b \x01(\x03H\x00\x12/\n\tfrom_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12\x18\n\x0e\x66rom_beginning\x18\r \x01(\x08H\x00\x12\x12\n\x08new_only\x18\x0e \x01(\x08H\x00\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05startB\x11\n\x0f_correlation_id\"\x18\n\x03\x41\x63k\x12\x11\n\tevent_ids\x18\x01 \x03(\t\"V\n\x04Nack\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x1a\n\rdelay_seconds\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x03 \x01(\tB\x10\n\x0e_delay_seconds\"\x0b\n\tHeartbeat\"\x1f\n\nInProgress\x12\x11\n\tevent_ids\x18\x01 \x03(\t\"\r\n\x0bUnsubscribe\"\xb5\x01\n\x11SubscribeResponse\x12\x32\n\nsubscribed\x18\x01 \x01(\x0b\x32\x1c.svrnty.events.v1.SubscribedH\x00\x12.\n\x06\x65vents\x18\x02 \x01(\x0b\x32\x1c.svrnty.events.v1.EventBatchH\x00\x12\x30\n\tcompleted\x18\x03 \x01(\x0b\x32\x1b.svrnty.events.v1.CompletedH\x00\x42\n\n\x08response\"\x92\x01\n\nSubscribed\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x13\n\x0b\x63onsumer_id\x18\x02 \x01(\t\x12\x0e\n\x06stream\x18\x03 \x01(\t\x12\x0e\n\x06window\x18\x04 \x01(\r\x12\x16\n\x0emax_batch_size\x18\x05 \x01(\r\x12!\n\x19heartbeat_timeout_seconds\x18\x06 \x01(\x01\">\n\nEventBatch\x12\x30\n\x06\x65vents\x18\x01 \x03(\x0b\x32 .svrnty.events.v1.DeliveredEvent\"\xcb\x02\n\x0e\x44\x65liveredEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x03 \x01(\t\x12\x0e\n\x06stream\x18\x04 \x01(\t\x12\x10\n\x08sequence\x18\x05 \x01(\x03\x12-\n\ttimestamp\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\r\x12>\n\x07headers\x18\x08 \x03(\x0b\x32-.svrnty.events.v1.DeliveredEvent.HeadersEntry\x12\x0c\n\x04\x64\x61ta\x18\t \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\n \x01(\t\x12\x11\n\tpartition\x18\x0b \x01(\r\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"1\n\tCompleted\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\"L\n\x0ePublishRequest\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12*\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x1a.svrnty.events.v1.NewEvent\"\xf9\x01\n\x08NewEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x12\x38\n\x07headers\x18\x06 \x03(\x0b\x32\'.svrnty.events.v1.NewEvent.HeadersEntry\x12-\n\ttimestamp\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"C\n\x0fPublishResponse\x12\x30\n\x06\x65vents\x18\x01 \x03(\x0b\x32 .svrnty.events.v1.PublishedEvent\".\n\x0ePublishedEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\"=\n\x16ListDeadLettersRequest\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"M\n\x17ListDeadLettersResponse\x12\x32\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x1c.svrnty.events.v1.DeadLetter\"\xde\x01\n\nDeadLetter\x12/\n\x05\x65vent\x18\x01 \x01(\x0b\x32 .svrnty.events.v1.DeliveredEvent\x12\x14\n\x0csubscription\x18\x02 \x01(\t\x12\x13\n\x0b\x63onsumer_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\r\x12\x34\n\x10\x64\x65\x61\x64_lettered_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\r\n\x05group\x18\x08 \x01(\t\">\n\x13\x44\x65\x61\x64LetterSelection\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x11\n\tevent_ids\x18\x02 \x03(\t\" \n\x0f\x44\x65\x61\x64LetterCount\x12\r\n\x05\x63ount\x18\x01 \x01(\r\"&\n\x14GetStreamInfoRequest\x12\x0e\n\x06stream\x18\x01 \x01(\t\"\x81\x02\n\nStreamInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x1a\n\x12\x64\x65livery_semantics\x18\x03 \x01(\t\x12\r\n\x05scope\x18\x04 \x01(\t\x12\x0e\n\x06length\x18\x05 \x01(\x03\x12\x16\n\x0e\x66irst_sequence\x18\x06 \x01(\x03\x12\x15\n\rnext_sequence\x18\x07 \x01(\x03\x12<\n\x08metadata\x18\x08 \x03(\x0b\x32*.svrnty.events.v1.StreamInfo.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\",\n\x14ListConsumersRequest\x12\x14\n\x0csubscription\x18\x01 \x01(\t\"J\n\x15ListConsumersResponse\x12\x31\n\tconsumers\x18\x01 \x03(\x0b\x32\x1e.svrnty.events.v1.ConsumerInfo\"\xa9\x02\n\x0c\x43onsumerInfo\x12\x13\n\x0b\x63onsumer_id\x18\x01 \x01(\t\x12\x14\n\x0csubscription\x18\x02 \x01(\t\x12\x11\n\tin_flight\x18\x03 \x01(\r\x12\x11\n\tdelivered\x18\x04 \x01(\x04\x12\x16\n\x0e\x63orrelation_id\x18\x05 \x01(\t\x12\x30\n\x0c\x63onnected_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12>\n\x08metadata\x18\x07 \x03(\x0b\x32,.svrnty.events.v1.ConsumerInfo.MetadataEntry\x12\r\n\x05group\x18\x08 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*e\n\x0c\x44\x65liveryMode\x12\x1d\n\x19\x44\x45LIVERY_MODE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44\x45LIVERY_MODE_IMMEDIATE\x10\x01\x12\x19\n\x15\x44\x45LIVERY_MODE_BATCHED\x10\x02\x32\x96\x05\n\x0c\x45ventService\x12X\n\tSubscribe\x12\".svrnty.events.v1.SubscribeRequest\x1a#.svrnty.events.v1.SubscribeResponse(\x01\x30\x01\x12N\n\x07Publish\x12 .svrnty.events.v1.PublishRequest\x1a!.svrnty.events.v1.PublishResponse\x12\x66\n\x0fListDeadLetters\x12(.svrnty.events.v1.ListDeadLettersRequest\x1a).svrnty.events.v1.ListDeadLettersResponse\x12]\n\x11ReplayDeadLetters\x12%.svrnty.events.v1.DeadLetterSelection\x1a!.svrnty.events.v1.DeadLetterCount\x12\\\n\x10PurgeDeadLetters\x12%.svrnty.events.v1.DeadLetterSelection\x1a!.svrnty.events.v1.DeadLetterCount\x12U\n\rGetStreamInfo\x12&.svrnty.events.v1.GetStreamInfoRequest\x1a\x1c.svrnty.events.v1.StreamInfo\x12`\n\rListConsumers\x12&.svrnty.events.v1.ListConsumersRequest\x1a\'.svrnty.events.v1.ListConsumersResponseB\x13\xaa\x02\x10Svrnty.Events.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsvrnty/events/v1/events.proto\x12\x10svrnty.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\x02\n\x10SubscribeRequest\x12\x30\n\tsubscribe\x18\x01 \x01(\x0b\x32\x1b.svrnty.events.v1.SubscribeH\x00\x12$\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x15.svrnty.events.v1.AckH\x00\x12&\n\x04nack\x18\x03 \x01(\x0b\x32\x16.svrnty.events.v1.NackH\x00\x12\x30\n\theartbeat\x18\x04 \x01(\x0b\x32\x1b.svrnty.events.v1.HeartbeatH\x00\x12\x34\n\x0bunsubscribe\x18\x05 \x01(\x0b\x32\x1d.svrnty.events.v1.UnsubscribeH\x00\x12\x33\n\x0bin_progress\x18\x06 \x01(\x0b\x32\x1c.svrnty.events.v1.InProgressH\x00\x42\t\n\x07request\"\x83\x04\n\tSubscribe\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x13\n\x0b\x63onsumer_id\x18\x02 \x01(\t\x12\x1b\n\x0e\x63orrelation_id\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x13\n\x0b\x65vent_types\x18\x04 \x03(\t\x12\x1c\n\x14terminal_event_types\x18\x05 \x03(\t\x12\x35\n\rdelivery_mode\x18\x06 \x01(\x0e\x32\x1e.svrnty.events.v1.DeliveryMode\x12\x0e\n\x06window\x18\x07 \x01(\r\x12;\n\x08metadata\x18\x08 \x03(\x0b\x32).svrnty.events.v1.Subscribe.MetadataEntry\x12\x16\n\x0emax_batch_size\x18\t \x01(\r\x12\x1a\n\x12max_batch_delay_ms\x18\n \x01(\r\x12\x17\n\rfrom_sequence\x18\x0b \x01(\x03H\x00\x12/\n\tfrom_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12\x18\n\x0e\x66rom_beginning\x18\r \x01(\x08H\x00\x12\x12\n\x08new_only\x18\x0e \x01(\x08H\x00\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05startB\x11\n\x0f_correlation_id\"\x18\n\x03\x41\x63k\x12\x11\n\tevent_ids\x18\x01 \x03(\t\"V\n\x04Nack\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x1a\n\rdelay_seconds\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x03 \x01(\tB\x10\n\x0e_delay_seconds\"\x0b\n\tHeartbeat\"\x1f\n\nInProgress\x12\x11\n\tevent_ids\x18\x01 \x03(\t\"\r\n\x0bUnsubscribe\"\xb5\x01\n\x11SubscribeResponse\x12\x32\n\nsubscribed\x18\x01 \x01(\x0b\x32\x1c.svrnty.events.v1.SubscribedH\x00\x12.\n\x06\x65vents\x18\x02 \x01(\x0b\x32\x1c.svrnty.events.v1.EventBatchH\x00\x12\x30\n\tcompleted\x18\x03 \x01(\x0b\x32\x1b.svrnty.events.v1.CompletedH\x00\x42\n\n\x08response\"\x92\x01\n\nSubscribed\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x13\n\x0b\x63onsumer_id\x18\x02 \x01(\t\x12\x0e\n\x06stream\x18\x03 \x01(\t\x12\x0e\n\x06window\x18\x04 \x01(\r\x12\x16\n\x0emax_batch_size\x18\x05 \x01(\r\x12!\n\x19heartbeat_timeout_seconds\x18\x06 \x01(\x01\">\n\nEventBatch\x12\x30\n\x06\x65vents\x18\x01 \x03(\x0b\x32 .svrnty.events.v1.DeliveredEvent\"\xdc\x02\n\x0e\x44\x65liveredEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x03 \x01(\t\x12\x0e\n\x06stream\x18\x04 \x01(\t\x12\x10\n\x08sequence\x18\x05 \x01(\x03\x12-\n\ttimestamp\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\r\x12>\n\x07headers\x18\x08 \x03(\x0b\x32-.svrnty.events.v1.DeliveredEvent.HeadersEntry\x12\x0c\n\x04\x64\x61ta\x18\t \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\n \x01(\t\x12\x11\n\tpartition\x18\x0b \x01(\r\x12\x0f\n\x07version\x18\x0c \x01(\r\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"1\n\tCompleted\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\"L\n\x0ePublishRequest\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12*\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x1a.svrnty.events.v1.NewEvent\"\xf9\x01\n\x08NewEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x12\x38\n\x07headers\x18\x06 \x03(\x0b\x32\'.svrnty.events.v1.NewEvent.HeadersEntry\x12-\n\ttimestamp\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"C\n\x0fPublishResponse\x12\x30\n\x06\x65vents\x18\x01 \x03(\x0b\x32 .svrnty.events.v1.PublishedEvent\".\n\x0ePublishedEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\"=\n\x16ListDeadLettersRequest\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"M\n\x17ListDeadLettersResponse\x12\x32\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x1c.svrnty.events.v1.DeadLetter\"\xde\x01\n\nDeadLetter\x12/\n\x05\x65vent\x18\x01 \x01(\x0b\x32 .svrnty.events.v1.DeliveredEvent\x12\x14\n\x0csubscription\x18\x02 \x01(\t\x12\x13\n\x0b\x63onsumer_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\r\x12\x34\n\x10\x64\x65\x61\x64_lettered_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\r\n\x05group\x18\x08 \x01(\t\">\n\x13\x44\x65\x61\x64LetterSelection\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x11\n\tevent_ids\x18\x02 \x03(\t\" \n\x0f\x44\x65\x61\x64LetterCount\x12\r\n\x05\x63ount\x18\x01 \x01(\r\"&\n\x14GetStreamInfoRequest\x12\x0e\n\x06stream\x18\x01 \x01(\t\"\x81\x02\n\nStreamInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x1a\n\x12\x64\x65livery_semantics\x18\x03 \x01(\t\x12\r\n\x05scope\x18\x04 \x01(\t\x12\x0e\n\x06length\x18\x05 \x01(\x03\x12\x16\n\x0e\x66irst_sequence\x18\x06 \x01(\x03\x12\x15\n\rnext_sequence\x18\x07 \x01(\x03\x12<\n\x08metadata\x18\x08 \x03(\x0b\x32*.svrnty.events.v1.StreamInfo.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\",\n\x14ListConsumersRequest\x12\x14\n\x0csubscription\x18\x01 \x01(\t\"J\n\x15ListConsumersResponse\x12\x31\n\tconsumers\x18\x01 \x03(\x0b\x32\x1e.svrnty.events.v1.ConsumerInfo\"\xa9\x02\n\x0c\x43onsumerInfo\x12\x13\n\x0b\x63onsumer_id\x18\x01 \x01(\t\x12\x14\n\x0csubscription\x18\x02 \x01(\t\x12\x11\n\tin_flight\x18\x03 \x01(\r\x12\x11\n\tdelivered\x18\x04 \x01(\x04\x12\x16\n\x0e\x63orrelation_id\x18\x05 \x01(\t\x12\x30\n\x0c\x63onnected_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12>\n\x08metadata\x18\x07 \x03(\x0b\x32,.svrnty.events.v1.ConsumerInfo.MetadataEntry\x12\r\n\x05group\x18\x08 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*e\n\x0c\x44\x65liveryMode\x12\x1d\n\x19\x44\x45LIVERY_MODE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44\x45LIVERY_MODE_IMMEDIATE\x10\x01\x12\x19\n\x15\x44\x45LIVERY_MODE_BATCHED\x10\x02\x32\x96\x05\n\x0c\x45ventService\x12X\n\tSubscribe\x12\".svrnty.events.v1.SubscribeRequest\x1a#.svrnty.events.v1.SubscribeResponse(\x01\x30\x01\x12N\n\x07Publish\x12 .svrnty.events.v1.PublishRequest\x1a!.svrnty.events.v1.PublishResponse\x12\x66\n\x0fListDeadLetters\x12(.svrnty.events.v1.ListDeadLettersRequest\x1a).svrnty.events.v1.ListDeadLettersResponse\x12]\n\x11ReplayDeadLetters\x12%.svrnty.events.v1.DeadLetterSelection\x1a!.svrnty.events.v1.DeadLetterCount\x12\\\n\x10PurgeDeadLetters\x12%.svrnty.events.v1.DeadLetterSelection\x1a!.svrnty.events.v1.DeadLetterCount\x12U\n\rGetStreamInfo\x12&.svrnty.events.v1.GetStreamInfoRequest\x1a\x1c.svrnty.events.v1.StreamInfo\x12`\n\rListConsumers\x12&.svrnty.events.v1.ListConsumersRequest\x1a\'.svrnty.events.v1.ListConsumersResponseB\x13\xaa\x02\x10Svrnty.Events.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,8 +43,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STREAMINFO_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_CONSUMERINFO_METADATAENTRY']._loaded_options = None
   _globals['_CONSUMERINFO_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_DELIVERYMODE']._serialized_start=3510
-  _globals['_DELIVERYMODE']._serialized_end=3611
+  _globals['_DELIVERYMODE']._serialized_start=3527
+  _globals['_DELIVERYMODE']._serialized_end=3628
   _globals['_SUBSCRIBEREQUEST']._serialized_start=85
   _globals['_SUBSCRIBEREQUEST']._serialized_end=399
   _globals['_SUBSCRIBE']._serialized_start=402
@@ -68,45 +68,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVENTBATCH']._serialized_start=1427
   _globals['_EVENTBATCH']._serialized_end=1489
   _globals['_DELIVEREDEVENT']._serialized_start=1492
-  _globals['_DELIVEREDEVENT']._serialized_end=1823
-  _globals['_DELIVEREDEVENT_HEADERSENTRY']._serialized_start=1777
-  _globals['_DELIVEREDEVENT_HEADERSENTRY']._serialized_end=1823
-  _globals['_COMPLETED']._serialized_start=1825
-  _globals['_COMPLETED']._serialized_end=1874
-  _globals['_PUBLISHREQUEST']._serialized_start=1876
-  _globals['_PUBLISHREQUEST']._serialized_end=1952
-  _globals['_NEWEVENT']._serialized_start=1955
-  _globals['_NEWEVENT']._serialized_end=2204
-  _globals['_NEWEVENT_HEADERSENTRY']._serialized_start=1777
-  _globals['_NEWEVENT_HEADERSENTRY']._serialized_end=1823
-  _globals['_PUBLISHRESPONSE']._serialized_start=2206
-  _globals['_PUBLISHRESPONSE']._serialized_end=2273
-  _globals['_PUBLISHEDEVENT']._serialized_start=2275
-  _globals['_PUBLISHEDEVENT']._serialized_end=2321
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=2323
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=2384
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=2386
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=2463
-  _globals['_DEADLETTER']._serialized_start=2466
-  _globals['_DEADLETTER']._serialized_end=2688
-  _globals['_DEADLETTERSELECTION']._serialized_start=2690
-  _globals['_DEADLETTERSELECTION']._serialized_end=2752
-  _globals['_DEADLETTERCOUNT']._serialized_start=2754
-  _globals['_DEADLETTERCOUNT']._serialized_end=2786
-  _globals['_GETSTREAMINFOREQUEST']._serialized_start=2788
-  _globals['_GETSTREAMINFOREQUEST']._serialized_end=2826
-  _globals['_STREAMINFO']._serialized_start=2829
-  _globals['_STREAMINFO']._serialized_end=3086
+  _globals['_DELIVEREDEVENT']._serialized_end=1840
+  _globals['_DELIVEREDEVENT_HEADERSENTRY']._serialized_start=1794
+  _globals['_DELIVEREDEVENT_HEADERSENTRY']._serialized_end=1840
+  _globals['_COMPLETED']._serialized_start=1842
+  _globals['_COMPLETED']._serialized_end=1891
+  _globals['_PUBLISHREQUEST']._serialized_start=1893
+  _globals['_PUBLISHREQUEST']._serialized_end=1969
+  _globals['_NEWEVENT']._serialized_start=1972
+  _globals['_NEWEVENT']._serialized_end=2221
+  _globals['_NEWEVENT_HEADERSENTRY']._serialized_start=1794
+  _globals['_NEWEVENT_HEADERSENTRY']._serialized_end=1840
+  _globals['_PUBLISHRESPONSE']._serialized_start=2223
+  _globals['_PUBLISHRESPONSE']._serialized_end=2290
+  _globals['_PUBLISHEDEVENT']._serialized_start=2292
+  _globals['_PUBLISHEDEVENT']._serialized_end=2338
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=2340
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=2401
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=2403
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=2480
+  _globals['_DEADLETTER']._serialized_start=2483
+  _globals['_DEADLETTER']._serialized_end=2705
+  _globals['_DEADLETTERSELECTION']._serialized_start=2707
+  _globals['_DEADLETTERSELECTION']._serialized_end=2769
+  _globals['_DEADLETTERCOUNT']._serialized_start=2771
+  _globals['_DEADLETTERCOUNT']._serialized_end=2803
+  _globals['_GETSTREAMINFOREQUEST']._serialized_start=2805
+  _globals['_GETSTREAMINFOREQUEST']._serialized_end=2843
+  _globals['_STREAMINFO']._serialized_start=2846
+  _globals['_STREAMINFO']._serialized_end=3103
   _globals['_STREAMINFO_METADATAENTRY']._serialized_start=842
   _globals['_STREAMINFO_METADATAENTRY']._serialized_end=889
-  _globals['_LISTCONSUMERSREQUEST']._serialized_start=3088
-  _globals['_LISTCONSUMERSREQUEST']._serialized_end=3132
-  _globals['_LISTCONSUMERSRESPONSE']._serialized_start=3134
-  _globals['_LISTCONSUMERSRESPONSE']._serialized_end=3208
-  _globals['_CONSUMERINFO']._serialized_start=3211
-  _globals['_CONSUMERINFO']._serialized_end=3508
+  _globals['_LISTCONSUMERSREQUEST']._serialized_start=3105
+  _globals['_LISTCONSUMERSREQUEST']._serialized_end=3149
+  _globals['_LISTCONSUMERSRESPONSE']._serialized_start=3151
+  _globals['_LISTCONSUMERSRESPONSE']._serialized_end=3225
+  _globals['_CONSUMERINFO']._serialized_start=3228
+  _globals['_CONSUMERINFO']._serialized_end=3525
   _globals['_CONSUMERINFO_METADATAENTRY']._serialized_start=842
   _globals['_CONSUMERINFO_METADATAENTRY']._serialized_end=889
-  _globals['_EVENTSERVICE']._serialized_start=3614
-  _globals['_EVENTSERVICE']._serialized_end=4276
+  _globals['_EVENTSERVICE']._serialized_start=3631
+  _globals['_EVENTSERVICE']._serialized_end=4293
 # @@protoc_insertion_point(module_scope)

@@ -137,7 +137,7 @@ class EventBatch(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[DeliveredEvent, _Mapping]]] = ...) -> None: ...
 
 class DeliveredEvent(_message.Message):
-    __slots__ = ("id", "type", "correlation_id", "stream", "sequence", "timestamp", "attempt", "headers", "data", "content_type", "partition")
+    __slots__ = ("id", "type", "correlation_id", "stream", "sequence", "timestamp", "attempt", "headers", "data", "content_type", "partition", "version")
     class HeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -156,6 +156,7 @@ class DeliveredEvent(_message.Message):
     DATA_FIELD_NUMBER: _ClassVar[int]
     CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     PARTITION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     id: str
     type: str
     correlation_id: str
@@ -167,7 +168,8 @@ class DeliveredEvent(_message.Message):
     data: bytes
     content_type: str
     partition: int
-    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., correlation_id: _Optional[str] = ..., stream: _Optional[str] = ..., sequence: _Optional[int] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ..., headers: _Optional[_Mapping[str, str]] = ..., data: _Optional[bytes] = ..., content_type: _Optional[str] = ..., partition: _Optional[int] = ...) -> None: ...
+    version: int
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., correlation_id: _Optional[str] = ..., stream: _Optional[str] = ..., sequence: _Optional[int] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ..., headers: _Optional[_Mapping[str, str]] = ..., data: _Optional[bytes] = ..., content_type: _Optional[str] = ..., partition: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
 
 class Completed(_message.Message):
     __slots__ = ("event_id", "event_type")
