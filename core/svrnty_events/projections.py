@@ -137,8 +137,10 @@ class _Runner:
         self.error: str | None = None
         self.failures = 0
         # a plain-function handler runs in the store's transaction where the store has one
-        self.transactional = not projection.is_async and \
-            type(self.store).project_in_transaction is not EventStore.project_in_transaction
+        store = self.store
+        self.transactional = \
+            type(store).project_in_transaction is not EventStore.project_in_transaction and \
+            (not projection.is_async or store.transaction_effects_may_await)
         self.caught_up = asyncio.Event()
 
     async def start(self) -> None:
@@ -213,11 +215,17 @@ class _Runner:
             for event, record in todo:
                 p.handler(event, ProjectionContext(name, record, connection))
 
+        async def effect_awaiting(connection: Any) -> None:
+            for event, record in todo:
+                result = p.handler(event, ProjectionContext(name, record, connection))
+                if inspect.isawaitable(result):
+                    await result
+
         saved = None
         if self.transactional and todo:
             try:
-                saved = await self.store.project_in_transaction(name, expected, new_position,
-                                                                effect)
+                saved = await self.store.project_in_transaction(
+                    name, expected, new_position, effect_awaiting if p.is_async else effect)
             except NotImplementedError:
                 self.transactional = False
         if saved is None:

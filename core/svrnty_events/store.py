@@ -415,6 +415,11 @@ class EventStore(abc.ABC):
         is ``expected`` (0 when none is saved). Returns whether it was saved."""
         raise NotImplementedError(f"{type(self).__name__} keeps no projection checkpoints")
 
+    #: True when ``project_in_transaction`` awaits what ``effect`` returns (a store whose
+    #: transaction handle is async, such as asyncpg's); then an async projection handler runs
+    #: in the transaction too
+    transaction_effects_may_await: ClassVar[bool] = False
+
     async def project_in_transaction(self, projection: str, expected: int, position: int,
                                      effect: Callable[[Any], Any]) -> bool:
         """For a store that is a database: in one transaction, if the saved position of

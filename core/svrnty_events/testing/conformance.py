@@ -1210,5 +1210,9 @@ class EngineSemantics(_Kit):
             assert await host.store.is_processed("sub", f"{event.id}@a")
 
 
-class StoreConformance(StorePrimitives, EngineSemantics):
-    """Both layers, run against the store named by the ``event_store_config`` fixture."""
+from .checkpoints import CheckpointConformance  # noqa: E402  (it builds on _Kit above)
+
+
+class StoreConformance(StorePrimitives, EngineSemantics, CheckpointConformance):
+    """Both layers and the projection checkpoints, run against the store named by the
+    ``event_store_config`` fixture."""

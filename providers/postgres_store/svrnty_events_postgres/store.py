@@ -33,6 +33,7 @@ from svrnty_events.events import RecordedEvent
 from svrnty_events.replay import Snapshot
 from svrnty_events.store import Capabilities, EventStore
 
+from .checkpoints import Checkpoints
 from .connection import Connection, PostgresStoreOptions
 from .delivery import Delivery, Subscription
 from .log import EPHEMERAL_TRIM_AT, Stream
@@ -53,7 +54,7 @@ def outbox_connection() -> asyncpg.Connection | None:
     return None if outbox is None else outbox[1]
 
 
-class PostgresStore(Connection, Delivery, Snapshots, EventStore):
+class PostgresStore(Checkpoints, Connection, Delivery, Snapshots, EventStore):
     """Durable store on PostgreSQL (13 or later), shared by many hosts.
 
     :meth:`start` raises :class:`~svrnty_events.errors.ConfigError` (``store.options.url``)
@@ -82,6 +83,7 @@ class PostgresStore(Connection, Delivery, Snapshots, EventStore):
         self._started = True
         try:
             await self._open(lambda conn: prepare(conn, self.options.schema, self.where))
+            await self._create_checkpoints()
         except BaseException:
             await self.close()
             raise
