@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from .config import StreamType
 from .errors import ConfigError, UnknownProjectionError
 from .events import RecordedEvent
 from .hookspecs import hookimpl
@@ -284,6 +285,12 @@ class Projections:
                 raise ConfigError(f"projection {p.name}.stream",
                                   f'unknown stream "{p.stream}"; streams: '
                                   f'{", ".join(sorted(self.host.streams)) or "none"}')
+            if self.host.streams[p.stream].type == StreamType.EPHEMERAL:
+                raise ConfigError(f"projection {p.name}.stream",
+                                  f'stream "{p.stream}" is ephemeral: it drops events once '
+                                  "its subscriptions acked them, so a projection (which reads "
+                                  "the log from its checkpoint) could miss some; make the "
+                                  'stream type = "persistent"')
         for p in self._defs.values():
             runner = _Runner(self.host, p)
             self._runners[p.name] = runner

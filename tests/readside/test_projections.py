@@ -167,6 +167,12 @@ async def test_projection_errors_are_typed() -> None:
         async with streaming.run():
             pass
     del streaming.projections["lost"]
+    streaming.add_stream("brief", type="ephemeral")
+    streaming.projection("fleeting", stream="brief")(lambda e, c: None)
+    with pytest.raises(ConfigError, match='stream "brief" is ephemeral'):
+        async with streaming.run():
+            pass
+    del streaming.projections["fleeting"]
     async with streaming.run() as host:
         with pytest.raises(UnknownProjectionError, match='unknown projection "nope"; '
                                                          "projections: one"):

@@ -345,3 +345,51 @@ class ConsumerInfo(_message.Message):
     metadata: _containers.ScalarMap[str, str]
     group: str
     def __init__(self, consumer_id: _Optional[str] = ..., subscription: _Optional[str] = ..., in_flight: _Optional[int] = ..., delivered: _Optional[int] = ..., correlation_id: _Optional[str] = ..., connected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., group: _Optional[str] = ...) -> None: ...
+
+class ProjectionRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ProjectionStatus(_message.Message):
+    __slots__ = ("name", "stream", "position", "lag", "state", "transactional", "error")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    LAG_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTIONAL_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    stream: str
+    position: int
+    lag: int
+    state: str
+    transactional: bool
+    error: str
+    def __init__(self, name: _Optional[str] = ..., stream: _Optional[str] = ..., position: _Optional[int] = ..., lag: _Optional[int] = ..., state: _Optional[str] = ..., transactional: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+
+class ProjectionStatusList(_message.Message):
+    __slots__ = ("projections",)
+    PROJECTIONS_FIELD_NUMBER: _ClassVar[int]
+    projections: _containers.RepeatedCompositeFieldContainer[ProjectionStatus]
+    def __init__(self, projections: _Optional[_Iterable[_Union[ProjectionStatus, _Mapping]]] = ...) -> None: ...
+
+class ResetProjectionRequest(_message.Message):
+    __slots__ = ("name", "position")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    position: int
+    def __init__(self, name: _Optional[str] = ..., position: _Optional[int] = ...) -> None: ...
+
+class RebuildProgress(_message.Message):
+    __slots__ = ("position", "target", "done")
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    position: int
+    target: int
+    done: ProjectionStatus
+    def __init__(self, position: _Optional[int] = ..., target: _Optional[int] = ..., done: _Optional[_Union[ProjectionStatus, _Mapping]] = ...) -> None: ...
