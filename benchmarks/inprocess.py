@@ -30,10 +30,14 @@ async def raw_queue_throughput(n: int) -> float:
     return n / sw.elapsed
 
 
-async def ours_throughput(n: int, batch: int = 100) -> float:
-    """publish -> consume -> ack through the memory store, at-least-once, one consumer."""
+async def ours_throughput(n: int, batch: int = 100, *, telemetry: bool = False) -> float:
+    """publish -> consume -> ack through the memory store, at-least-once, one consumer
+    (``telemetry``: with the telemetry plugin's metrics on, no exporter)."""
     events = ticks("s0", n)
-    async with streaming().run() as host:
+    s = streaming()
+    if telemetry:
+        s.add_telemetry()
+    async with s.run() as host:
         async def produce() -> None:
             for i in range(0, n, batch):
                 await host.publish("s0", events[i:i + batch], external=False)

@@ -224,3 +224,38 @@ class WorkflowExpiredError(WorkflowClosedError):
     def __init__(self, workflow_id: str, stream: str, expired_at: object) -> None:
         self.expired_at = expired_at
         super().__init__(workflow_id, stream, "expired", expired_at)
+
+
+class EventVersionError(SvrntyEventsError, ValueError):
+    """A stored event cannot be read as the current version of its class: its version is newer
+    than the class, or no chain of upcasters leads from it to the class's version. The
+    delivery is dead-lettered with this message as the reason."""
+
+    def __init__(self, event_type: str, stored: int, current: int, event_id: str,
+                 missing: int | None = None) -> None:
+        self.event_type, self.stored, self.current, self.event_id = \
+            event_type, stored, current, event_id
+        self.missing = missing
+        if stored > current:
+            why = (f"stored version {stored} is newer than version {current}, the newest "
+                   f"this code knows")
+        else:
+            why = (f"no upcaster from version {missing} (stored version {stored}, the class "
+                   f"is version {current}); register "
+                   f'@streaming.upcaster("{event_type}", from_version={missing})')
+        super().__init__(f'event {event_id} of type "{event_type}": {why}')
+
+
+class UpcasterError(SvrntyEventsError, ValueError):
+    """An upcaster was registered wrongly (a version below 1, twice for one step), or raised
+    or returned something that is not a dict."""
+
+
+class UnknownProjectionError(SvrntyEventsError, KeyError):
+    def __init__(self, name: str, known: object = ()) -> None:
+        self.name = name
+        names = ", ".join(sorted(known)) or "none"  # type: ignore[call-overload]
+        super().__init__(f'unknown projection "{name}"; projections: {names}')
+
+    def __str__(self) -> str:
+        return str(self.args[0])

@@ -12,13 +12,27 @@ from typing import Any, ClassVar
 import msgspec
 
 from .errors import DuplicateEventTypeError
+from .upcasting import VERSION_HEADER, Upcasters
 
 JSON = "application/json"
 
 _encoder = msgspec.json.Encoder()
 
 
-class Event(msgspec.Struct, kw_only=True):
+class _EventMeta(type(msgspec.Struct)):  # type: ignore[misc]
+    """Takes the ``version=`` class keyword of Event subclasses (msgspec's own metaclass
+    refuses keywords it does not know)."""
+
+    def __new__(mcls, name: str, bases: tuple[type, ...], namespace: dict[str, Any],
+                version: int = 1, **kwargs: Any) -> Any:
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise TypeError(f"class {name}: version must be an integer >= 1, got {version!r}")
+        cls = super().__new__(mcls, name, bases, namespace, **kwargs)
+        cls.__event_version__ = version
+        return cls
+
+
+class Event(msgspec.Struct, kw_only=True, metaclass=_EventMeta):
     """Base class of user event types. The event's type name is the class name.
 
     Subclasses are registered by type name as they are defined, so delivered events decode
@@ -27,6 +41,10 @@ class Event(msgspec.Struct, kw_only=True):
         class UserAdded(Event):
             user_id: int
             name: str
+
+    ``class UserAdded(Event, version=2)`` declares the version of the class (default 1); it is
+    recorded with each event, and upcasters (``EventStreaming.upcaster``) turn stored events
+    of older versions into this one before they are decoded.
 
     Set ``__event_type__ = "name"`` on a class to give it another type name. A type name
     belongs to one class: defining a second class of the same type name in another module
@@ -37,6 +55,7 @@ class Event(msgspec.Struct, kw_only=True):
     """
 
     _registry: ClassVar[dict[str, type[Event]]] = {}
+    __event_version__: ClassVar[int] = 1
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -55,6 +74,8 @@ class EventTypes:
 
     def __init__(self, classes: Any = ()) -> None:
         self._by_name: dict[str, type] = {}
+        #: upcasters of stored payloads, applied by :meth:`upcast`
+        self.upcasters = Upcasters()
         for cls in classes:
             self.add(cls)
 
@@ -71,6 +92,18 @@ class EventTypes:
 
     def __contains__(self, name: str) -> bool:
         return name in self._by_name
+
+    def current_version(self, name: str) -> int | None:
+        """The version of the class of this type name, None if no class is known."""
+        cls = self.get(name)
+        return None if cls is None else event_version(cls)
+
+    def upcast(self, record: RecordedEvent) -> RecordedEvent:
+        """``record`` as the current version of its class: unchanged when it is that version
+        already, else with its payload run through the upcasters and its version header set.
+        Raises EventVersionError (naming type, versions and event id) when it is newer than
+        the class or no upcaster chain leads there."""
+        return self.upcasters.upcast(record, self.current_version(record.type))
 
     def names(self) -> set[str]:
         """Type names known here or to the process-wide registry of Event subclasses."""
@@ -105,6 +138,11 @@ def _check_one_definition(name: str, existing: type | None, cls: type) -> None:
     raise DuplicateEventTypeError(name, _qualified_name(existing), _qualified_name(cls))
 
 
+def event_version(cls: type) -> int:
+    """The declared version of an event class (1 when it declares none)."""
+    return getattr(cls, "__event_version__", 1)
+
+
 def event_type_name(cls: type) -> str:
     return getattr(cls, "__event_type__", None) or cls.__name__
 
@@ -133,6 +171,12 @@ class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
     headers: dict[str, str] = {}
     #: partition of the stream, fixed on append from the correlation id (see partition_of)
     partition: int = 0
+
+    @property
+    def version(self) -> int:
+        """The version of the event's class it was written with (1 when not recorded)."""
+        v = self.headers.get(VERSION_HEADER) if self.headers else None
+        return int(v) if v and v.isdigit() else 1
 
     def decode(self, type: type | None = None) -> Any:
         """Decode ``data``: into ``type`` if given, else into the registered class of
@@ -187,6 +231,10 @@ def utcnow() -> datetime:
 def record(event: Any, *, stream: str, correlation_id: str, headers: dict[str, str] | None = None,
            event_id: str | None = None, timestamp: datetime | None = None) -> RecordedEvent:
     """Build the envelope of a user event (not yet appended: ``sequence`` is -1)."""
+    version = event_version(type(event))
+    headers = dict(headers) if headers else {}  # its own: plugins may add to it
+    if version != 1:
+        headers = {**headers, VERSION_HEADER: str(version)}
     return RecordedEvent(
         id=event_id or new_event_id(),
         stream=stream,
@@ -194,7 +242,7 @@ def record(event: Any, *, stream: str, correlation_id: str, headers: dict[str, s
         correlation_id=correlation_id,
         timestamp=timestamp or utcnow(),
         data=encode_payload(event),
-        headers=dict(headers) if headers else {},  # its own: plugins may add to it
+        headers=headers,
     )
 
 

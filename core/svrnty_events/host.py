@@ -40,6 +40,7 @@ from . import process_managers as pms
 from .events import EventTypes, RecordedEvent, event_type_name, record
 from .scheduling import Scheduler
 from .plugins import Registry
+from .projections import Projection, Projections, make_projection
 from .store import DeadLetter, EventStore, Receipt, StreamInfo
 from .subscriptions import Consumer, Subscriber, SubscriptionEngine, SubscriptionRuntime, type_names
 from .workflow import Workflow
@@ -81,6 +82,8 @@ class EventStreaming:
         #: register_event_types() and the events handlers emit
         self.event_types = EventTypes()
         self.source: str | None = None
+        #: read models built from streams (``@streaming.projection``), by name
+        self.projections: dict[str, Projection] = {}
 
     @classmethod
     def from_toml(cls, path: str | Path, **kwargs: Any) -> EventStreaming:
@@ -193,6 +196,42 @@ class EventStreaming:
             return func
         return decorate
 
+    def upcaster(self, event_type: type | str, *, from_version: int) -> Callable[[C], C]:
+        """Register ``upcaster(payload: dict) -> dict``: turns the stored payload of
+        ``event_type`` version ``from_version`` into version ``from_version + 1`` before it is
+        decoded (see :mod:`svrnty_events.upcasting`). Raises UpcasterError for a version
+        below 1 or a second upcaster of the same step."""
+        name = event_type if isinstance(event_type, str) else event_type_name(event_type)
+
+        def decorate(func: C) -> C:
+            self.event_types.upcasters.add(name, from_version, func)
+            return func
+        return decorate
+
+    def projection(self, name: str, *, stream: type[Workflow] | str,
+                   event_types: Sequence[type | str] = (), batch_size: int = 100,
+                   poll_interval: float = 1.0) -> Callable[[Callable[..., Any]], Projection]:
+        """Register ``handler(event, ctx)``, which updates a read model from the events of
+        ``stream`` (only ``event_types``, if given) in stream order; the store keeps its
+        position. See :mod:`svrnty_events.projections`: on a database store a plain-function
+        handler writes through ``ctx.connection`` in the store's transaction with the
+        checkpoint. ``poll_interval``: how soon appends made by another process are seen
+        (the host's own appends wake it at once). Raises ConfigError for a duplicate name."""
+        stream_name = stream if isinstance(stream, str) else \
+            self.workflows.get(stream) or stream.default_stream_name()
+
+        def decorate(func: Callable[..., Any]) -> Projection:
+            if name in self.projections:
+                raise ConfigError(f"projection {name}", f'duplicate projection name "{name}"')
+            projection = make_projection(name, stream_name, func, event_types=event_types,
+                                         batch_size=batch_size, poll_interval=poll_interval)
+            for t in event_types:
+                if not isinstance(t, str):
+                    self.event_types.add(t)
+            self.projections[name] = projection
+            return projection
+        return decorate
+
     # --- run -------------------------------------------------------------------------------------
 
     def build_host(self) -> EventStreamingHost:
@@ -233,6 +272,10 @@ class EventStreamingHost:
         self.store: EventStore = self._store_reg.factory(self._store_options)
         lifecycle.check_store(self)
         self.engine = SubscriptionEngine(self.store, streaming.event_types)
+        #: the projections and their operations (status, rebuild, reset)
+        self.projections = Projections(self, list(streaming.projections.values()))
+        if streaming.projections:
+            pm.register(self.projections.plugin, name="projections")
         self.engine.observers = plugin_registry.observation_hooks(pm)
         #: pm.hook when a plugin implements command_context / publish_context, else None
         self._contexts = plugin_registry.context_hooks(pm)
@@ -351,6 +394,7 @@ class EventStreamingHost:
             if type(self.store).capabilities.schedules:
                 self.scheduler = Scheduler(self, poll_interval=self.config.schedule_poll_interval)
                 self.scheduler.start()
+            await self.projections.start()
             for name, (reg, options) in self._provider_regs.items():
                 provider = reg.factory(self, options)
                 self.providers[name] = provider
@@ -404,6 +448,7 @@ class EventStreamingHost:
                     await provider.stop(grace)
                 except Exception:
                     log.exception("delivery provider failed to stop")
+            await self.projections.stop()
             await self.engine.close()
             await self.store.close()
 

@@ -20,7 +20,7 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 
-from .events import RecordedEvent
+from .events import EventTypes, RecordedEvent
 from .store import EventStore
 
 S = TypeVar("S")
@@ -67,7 +67,7 @@ async def rebuild(store: EventStore, stream: str, correlation_id: str,
                   apply: Callable[[S, RecordedEvent], S | Awaitable[S]], initial: S, *,
                   snapshot_every: int | None = 100, state_type: Any = None,
                   key: str = "default", snapshots: SnapshotStore | None = None,
-                  page: int = 500) -> Rebuilt[S]:
+                  page: int = 500, upcast: EventTypes | None = None) -> Rebuilt[S]:
     """Fold the events of workflow ``correlation_id`` into a state: ``apply(state, event)``
     returns the next state, from ``initial``.
 
@@ -76,6 +76,8 @@ async def rebuild(store: EventStore, stream: str, correlation_id: str,
     that snapshot, the new state is saved as the next one (``None`` or 0 disables saving).
     The state is stored as JSON (msgspec): ``state_type`` (default: the type of ``initial``)
     decodes it. Change ``key`` when ``apply`` changes meaning, so old snapshots are ignored.
+    ``upcast`` (a host's ``streaming.event_types``) brings each event to the current
+    version of its class first (upcasters; raises EventVersionError when it cannot).
     """
     if snapshots is None and isinstance(store, SnapshotStore):
         snapshots = store
@@ -93,6 +95,8 @@ async def rebuild(store: EventStore, stream: str, correlation_id: str,
         events = await store.read(stream, from_sequence=sequence + 1, limit=page,
                                   correlation_id=correlation_id)
         for e in events:
+            if upcast is not None:
+                e = upcast.upcast(e)
             result = apply(state, e)
             state = await result if inspect.isawaitable(result) else result
             sequence = e.sequence
@@ -111,10 +115,13 @@ async def rebuild(store: EventStore, stream: str, correlation_id: str,
 async def iter_events(store: EventStore, stream: str, *, from_sequence: int = 0,
                       since: datetime | None = None, event_types: Sequence[str] | None = None,
                       correlation_id: str | None = None, rate: float | None = None,
-                      page: int = 500) -> AsyncIterator[RecordedEvent]:
+                      page: int = 500, upcast: EventTypes | None = None
+                      ) -> AsyncIterator[RecordedEvent]:
     """Replay retained events oldest first, from ``from_sequence`` and/or ``since`` (a time),
     optionally only ``event_types`` or one workflow, at most ``rate`` events per second.
-    Reads ``page`` events at a time, so memory stays bounded on a long stream."""
+    Reads ``page`` events at a time, so memory stays bounded on a long stream. ``upcast`` (a
+    host's ``streaming.event_types``) brings each event to the current version of its class
+    (raises EventVersionError when it cannot)."""
     if rate is not None and rate <= 0:
         raise ValueError("rate must be > 0 events per second")
     loop = asyncio.get_running_loop()
@@ -131,7 +138,7 @@ async def iter_events(store: EventStore, stream: str, *, from_sequence: int = 0,
                 if ahead > 0:
                     await asyncio.sleep(ahead)
             sent += 1
-            yield e
+            yield e if upcast is None else upcast.upcast(e)
         if len(events) < page:
             return
         position = events[-1].sequence + 1

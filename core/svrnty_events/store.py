@@ -432,6 +432,39 @@ class EventStore(ScheduleStore, abc.ABC):
             del table[key]
         return {key: holder for key, (holder, _) in table.items()}
 
+    # --- projection checkpoints -------------------------------------------------------------
+    #
+    # A projection (svrnty_events.projections) reads a stream in order and keeps its position:
+    # the sequence of the next event it reads. Positions are saved by compare-and-set on the
+    # position the projection last read, so two runners of one projection never both advance
+    # it, and a stale runner learns it lost.
+
+    async def load_checkpoint(self, projection: str) -> int:
+        """The saved position of ``projection`` (the next sequence it reads), 0 if none."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no projection checkpoints")
+
+    async def save_checkpoint(self, projection: str, position: int, *,
+                              expected: int | None = None) -> bool:
+        """Save ``position`` for ``projection``; with ``expected``, only if the saved position
+        is ``expected`` (0 when none is saved). Returns whether it was saved."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no projection checkpoints")
+
+    #: True when ``project_in_transaction`` awaits what ``effect`` returns (a store whose
+    #: transaction handle is async, such as asyncpg's); then an async projection handler runs
+    #: in the transaction too
+    transaction_effects_may_await: ClassVar[bool] = False
+
+    async def project_in_transaction(self, projection: str, expected: int, position: int,
+                                     effect: Callable[[Any], Any]) -> bool:
+        """For a store that is a database: in one transaction, if the saved position of
+        ``projection`` is ``expected``, run ``effect(tx)`` with the store's transaction handle
+        and save ``position``. Returns False (nothing done) when the saved position is another.
+        An exception from ``effect`` rolls everything back and propagates. A store without
+        transactions raises NotImplementedError (projections then save the checkpoint after
+        the handler, so a crash in between repeats the handler's effect on restart)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot run a projection in its "
+                                  "transaction")
+
 
 def batch_correlation(events: Sequence[RecordedEvent], expected_version: int | None) -> str:
     """The correlation id an ``append`` checks ``expected_version`` against: the batch's first

@@ -13,7 +13,8 @@ from typing import Annotated, Any, ClassVar
 
 import msgspec
 
-from svrnty_events import Event, EventStreaming, Workflow
+from svrnty_events import Event, EventStreaming, EventStreamingHost, Workflow, hookimpl
+from svrnty_events.projections import ProjectionContext
 
 # --- field constraints ---------------------------------------------------------------------------
 
@@ -75,6 +76,7 @@ class InvitationAccepted(Event):
     email: str
     user_id: int
     name: str
+    age: int | None = None
 
 
 class InvitationDeclined(Event):
@@ -284,7 +286,7 @@ def register_handlers(streaming: EventStreaming, directory: Directory, *,
         if invitation.due:
             workflow.cancel_scheduled(invitation.due)
         workflow.emit(InvitationAccepted(invitation_id=workflow.id, email=invitation.email,
-                                         user_id=user.id, name=user.name))
+                                         user_id=user.id, name=user.name, age=user.age))
         return user.id
 
     @streaming.command_handler(DeclineInvitationCommand, workflow=InvitationWorkflow)
@@ -319,12 +321,68 @@ def register_handlers(streaming: EventStreaming, directory: Directory, *,
         """An invitation's time ran out: expire it (in its own workflow)."""
         await pm.send(ExpireInvitationCommand(invitation_id=event.invitation_id))
 
+    # --- the read side: the queries are served by a projection of the users stream --------
+
+    view = UsersView()
+    streaming.extra_plugins.append(view)
+
+    @streaming.projection(UsersView.PROJECTION, stream="users",
+                          event_types=[UserAdded, UserRemoved])
+    def project_user(event: UserAdded | UserRemoved, ctx: ProjectionContext) -> None:
+        if isinstance(event, UserAdded):
+            view.users[event.user_id] = User(id=event.user_id, name=event.name,
+                                             email=event.email, age=event.age)
+        else:
+            view.users.pop(event.user_id, None)
+
+    @project_user.on_reset
+    def clear_users(_: object) -> None:
+        view.users.clear()
+
+    # an accepted invitation adds a user in the invitation's workflow (its own stream)
+    @streaming.projection(UsersView.INVITED, stream="invitations",
+                          event_types=[InvitationAccepted])
+    def project_invited_user(event: InvitationAccepted, ctx: ProjectionContext) -> None:
+        view.users[event.user_id] = User(id=event.user_id, name=event.name, email=event.email,
+                                         age=event.age)
+
     @streaming.query_handler(GetUserQuery)
-    def get_user(query: GetUserQuery) -> User:
+    async def get_user(query: GetUserQuery) -> User:
         """One user by id."""
-        return directory.user(query.user_id)
+        await view.caught_up()
+        try:
+            return view.users[query.user_id]
+        except KeyError:
+            raise NotFoundError(f"user {query.user_id} does not exist") from None
 
     @streaming.query_handler(ListUsersQuery)
-    def list_users(query: ListUsersQuery) -> list[User]:
+    async def list_users(query: ListUsersQuery) -> list[User]:
         """Every user, by id."""
-        return sorted(directory.users.values(), key=lambda u: u.id)
+        await view.caught_up()
+        return sorted(view.users.values(), key=lambda u: u.id)
+
+
+class UsersView:
+    """The read model the queries answer from: users by id, built by the ``users-view``
+    projection from the users stream and the ``invited-users`` projection from accepted
+    invitations (the directory above is the command side's state). A query first waits until
+    both have read every event appended before it, so a client reads its own writes. The
+    users stream's removals and the invitations' acceptances touch different users, so the
+    two projections never race on one entry."""
+
+    PROJECTION = "users-view"
+    INVITED = "invited-users"
+
+    def __init__(self) -> None:
+        self.__name__ = "svrnty_sample_users_view"  # its name as a plugin
+        self.users: dict[int, User] = {}
+        self.host: EventStreamingHost | None = None
+
+    @hookimpl
+    def host_started(self, host: EventStreamingHost) -> None:
+        self.host = host
+
+    async def caught_up(self, timeout: float = 10.0) -> None:
+        if self.host is not None:
+            for name in (self.PROJECTION, self.INVITED):
+                await self.host.projections.wait_caught_up(name, timeout=timeout)

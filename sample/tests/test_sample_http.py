@@ -56,8 +56,8 @@ def test_banner_names_plugins_streams_subscriptions_and_endpoints(sample: Sample
     banner = sample.output
     for expected in ("plugins:", "memory (svrnty-events-memory", "grpc (svrnty-events-grpc",
                      "svrnty_sample", "store:         memory",
-                     "stream:        users (ephemeral, at_least_once",
-                     "stream:        invitations (ephemeral, at_least_once",
+                     "stream:        users (persistent, at_least_once",
+                     "stream:        invitations (persistent, at_least_once",
                      "subscription:  user-analytics -> users (broadcast)",
                      "subscription:  invitation-processor -> invitations (exclusive)",
                      f"endpoint:      {sample.http_url}", f"{sample.http_url}/docs"):

@@ -25,6 +25,7 @@ from ..events import partition_of
 from ..modes import Mode
 from ..store import ClaimFilter, Claimed, partition_group
 from . import eager
+from ..upcasting import upcast_claimed
 from .delivery import Delivery, check_delay
 
 if TYPE_CHECKING:
@@ -471,6 +472,7 @@ class Consumer:
         terminal = self.terminal_event_types
         closed = self.closed
         now = asyncio.get_running_loop().time()
+        unreadable = upcast_claimed(self.engine.event_types, taken)
         for group, claimed in taken:
             if not (terminal or closed or self.completed) and (
                     not max_attempts or all(c.attempt <= max_attempts for c in claimed)):
@@ -518,6 +520,14 @@ class Consumer:
             reason = c.last_reason or "max delivery attempts exceeded"
             if await self._quietly(store.dead_letter(
                     sub, group, me, c.event.id, attempts=c.attempt - 1, reason=reason),
+                    "dead-letter") and (observers := self.engine.observers) is not None:
+                observers.events_dead_lettered(subscription=sub, consumer_id=me,
+                                               events=[c.event], reason=reason)
+        for group, c, error in unreadable:  # retrying cannot help: dead-lettered at once
+            reason = str(error)
+            if await self._quietly(store.dead_letter(
+                    sub, group, me, c.event.id, attempts=c.attempt, reason=reason,
+                    error=type(error).__name__),
                     "dead-letter") and (observers := self.engine.observers) is not None:
                 observers.events_dead_lettered(subscription=sub, consumer_id=me,
                                                events=[c.event], reason=reason)

@@ -1211,6 +1211,10 @@ class EngineSemantics(_Kit):
             assert await host.store.is_processed("sub", f"{event.id}@a")
 
 
-class StoreConformance(StorePrimitives, EngineSemantics, ScheduleConformance):
-    """Both layers (and the schedule primitives and semantics), run against the store named
-    by the ``event_store_config`` fixture."""
+from .checkpoints import CheckpointConformance  # noqa: E402  (it builds on _Kit above)
+
+
+class StoreConformance(StorePrimitives, EngineSemantics, ScheduleConformance,
+                       CheckpointConformance):
+    """Both layers, the schedule primitives and semantics, and the projection checkpoints, run
+    against the store named by the ``event_store_config`` fixture."""

@@ -1,4 +1,5 @@
-"""``svrnty-events subscribe`` and ``svrnty-events dlq``, added through ``register_commands``."""
+"""``svrnty-events subscribe``, ``svrnty-events dlq`` and ``svrnty-events projection``, added
+through ``register_commands``."""
 
 from __future__ import annotations
 
@@ -124,6 +125,9 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
             a.add_argument("--yes", "-y", action="store_true",
                            help="delete without asking (needed when stdin is not a terminal)")
         a.set_defaults(func=cmd_dlq)
+
+    from .projections import register_commands as add_projection
+    add_projection(subparsers, _connection_options, sequence)
 
 
 def _client(args: argparse.Namespace) -> Any:

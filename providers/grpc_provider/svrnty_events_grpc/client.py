@@ -30,6 +30,7 @@ from svrnty_events.subscriptions import type_names
 
 from .convert import consumer_info_from_proto, dead_letter_from_proto, from_timestamp, to_timestamp
 from .options import MIB
+from .projections import ProjectionClient
 from .proto import events_pb2 as pb
 from .proto import events_pb2_grpc as pb_grpc
 
@@ -76,7 +77,7 @@ def parse_target(target: str) -> tuple[str, bool | None]:
     return target, None
 
 
-class EventClient:
+class EventClient(ProjectionClient):
     """A connection to a svrnty-events gRPC endpoint. An async context manager.
 
     ``target`` is ``HOST:PORT`` (or an endpoint as the host banner prints it, ``grpc://...`` /

@@ -10,6 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from svrnty_events.events import RecordedEvent
 from svrnty_events.store import DeadLetter
+from svrnty_events.upcasting import VERSION_HEADER
 
 from .proto import events_pb2 as pb
 
@@ -33,14 +34,17 @@ def delivered_event(record: RecordedEvent, attempt: int) -> pb.DeliveredEvent:
         id=record.id, type=record.type, correlation_id=record.correlation_id,
         stream=record.stream, sequence=record.sequence, timestamp=to_timestamp(record.timestamp),
         attempt=attempt, headers=record.headers, data=record.data,
-        content_type=record.content_type, partition=record.partition)
+        content_type=record.content_type, partition=record.partition, version=record.version)
 
 
 def recorded_event(msg: pb.DeliveredEvent) -> RecordedEvent:
+    headers = dict(msg.headers)
+    if msg.version > 1:
+        headers[VERSION_HEADER] = str(msg.version)
     return RecordedEvent(
         id=msg.id, stream=msg.stream, type=msg.type, correlation_id=msg.correlation_id,
         timestamp=from_timestamp(msg.timestamp), data=msg.data, sequence=msg.sequence,
-        content_type=msg.content_type, headers=dict(msg.headers), partition=msg.partition)
+        content_type=msg.content_type, headers=headers, partition=msg.partition)
 
 
 def dead_letter_to_proto(dl: DeadLetter) -> pb.DeadLetter:

@@ -40,6 +40,7 @@ from svrnty_events.subscriptions import Consumer, ConsumerLimitError, Delivery
 from . import hookspecs
 from .convert import dead_letter_to_proto, delivered_event, from_timestamp
 from .options import GrpcOptions
+from .projections import ProjectionAdmin
 from .proto import events_pb2 as pb
 from .proto import events_pb2_grpc as pb_grpc
 
@@ -79,7 +80,7 @@ def _closed_status(exc: ConsumerClosedError) -> StreamAbort:
     return StreamAbort(grpc.StatusCode.UNAVAILABLE, f"{reason}; retry")
 
 
-class EventServicer(pb_grpc.EventServiceServicer):
+class EventServicer(ProjectionAdmin, pb_grpc.EventServiceServicer):
     """``svrnty.events.v1.EventService`` over an :class:`EventStreamingHost`."""
 
     def __init__(self, host: Any, options: GrpcOptions, stopping: asyncio.Event) -> None:

@@ -181,6 +181,7 @@ class MemoryStore(InProcessSchedules, EventStore):
         self._streams: dict[str, _Stream] = {}
         self._subs: dict[str, _Subscription] = {}
         self._acks_since_trim = 0
+        self._checkpoints: dict[str, int] = {}
 
     # --- streams -----------------------------------------------------------------------------
 
@@ -721,3 +722,16 @@ class MemoryStore(InProcessSchedules, EventStore):
 
     async def is_processed(self, subscription: str, key: str) -> bool:
         return key in self._sub(subscription).processed
+
+    # --- projection checkpoints (views of a memory store live in memory too: both start
+    # empty with the process, so a projection rebuilds its view at start) -----------------
+
+    async def load_checkpoint(self, projection: str) -> int:
+        return self._checkpoints.get(projection, 0)
+
+    async def save_checkpoint(self, projection: str, position: int, *,
+                              expected: int | None = None) -> bool:
+        if expected is not None and self._checkpoints.get(projection, 0) != expected:
+            return False
+        self._checkpoints[projection] = position
+        return True

@@ -33,6 +33,7 @@ from svrnty_events.events import RecordedEvent
 from svrnty_events.replay import Snapshot
 from svrnty_events.store import Capabilities, EventStore
 
+from .checkpoints import Checkpoints
 from .connection import Connection, PostgresStoreOptions
 from .delivery import Delivery, Subscription
 from .log import EPHEMERAL_TRIM_AT, Stream
@@ -54,7 +55,7 @@ def outbox_connection() -> asyncpg.Connection | None:
     return None if outbox is None else outbox[1]
 
 
-class PostgresStore(Connection, Delivery, Snapshots, Schedules, EventStore):
+class PostgresStore(Checkpoints, Connection, Delivery, Snapshots, Schedules, EventStore):
     """Durable store on PostgreSQL (13 or later), shared by many hosts.
 
     :meth:`start` raises :class:`~svrnty_events.errors.ConfigError` (``store.options.url``)
@@ -84,6 +85,7 @@ class PostgresStore(Connection, Delivery, Snapshots, Schedules, EventStore):
         self._started = True
         try:
             await self._open(lambda conn: prepare(conn, self.options.schema, self.where))
+            await self._create_checkpoints()
         except BaseException:
             await self.close()
             raise

@@ -14,7 +14,7 @@ from importlib import resources
 GROUP_SCRIPTS = ("claim", "ensure_group", "delete_group", "ack", "ack_processed", "nack",
                  "release", "extend", "dead_letter")
 OTHER_SCRIPTS = ("append", "trim_ephemeral", "create_subscription", "settle_dead", "receipts",
-                 "leases", "schedules_claim", "schedules_complete")
+                 "leases", "schedules_claim", "schedules_complete", "checkpoint")
 
 
 @cache

@@ -530,6 +530,23 @@ class RedisStore(Schedules, Connection, EventStore):
         flat = await self._run("leases", [sub.leases(group)], args)
         return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
 
+    # --- projection checkpoints (a hash of the key prefix: name -> position) ------------------
+
+    @property
+    def _checkpoints_key(self) -> str:
+        return f"{self.options.key_prefix}checkpoints"
+
+    async def load_checkpoint(self, projection: str) -> int:
+        async with self._io():
+            value = await self.redis.hget(self._checkpoints_key, projection)
+        return int(value) if value is not None else 0
+
+    async def save_checkpoint(self, projection: str, position: int, *,
+                              expected: int | None = None) -> bool:
+        return bool(await self._run("checkpoint", [self._checkpoints_key],
+                                    [projection, position,
+                                     "" if expected is None else expected]))
+
 
 def _from_ms(ms: bytes | str) -> datetime:
     return datetime.fromtimestamp(int(ms) / 1000, timezone.utc)

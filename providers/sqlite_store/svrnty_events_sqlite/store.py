@@ -5,7 +5,7 @@ Streams, events and every subscription's delivery state live in one SQLite datab
 unacked one. :class:`SqliteStore` puts together the rooms of this package: the connection on
 its worker thread and the file lock (``database``), the tables (``schema.sql``, ``schema``),
 the log of each stream (``log``), delivery state (``delivery``), snapshots (``snapshots``)
-and scheduled events (``schedules``).
+scheduled events (``schedules``) and projection checkpoints (``checkpoints``).
 
 Threading: one connection, owned by one dedicated worker thread; every statement runs there,
 so blocking SQLite calls never stall the event loop, and operations are applied in the order
@@ -25,6 +25,8 @@ import msgspec
 
 from svrnty_events.store import Capabilities, EventStore
 
+from .checkpoints import Checkpoints
+from .checkpoints import create_table as create_checkpoints
 from .database import Database, DatabaseInUseError, FileLock
 from .delivery import Delivery, Subscription, recover
 from .log import Log, Stream
@@ -49,7 +51,7 @@ class SqliteStoreOptions(msgspec.Struct, forbid_unknown_fields=True):
     retention_step: Annotated[int, msgspec.Meta(ge=1)] = 1000
 
 
-class SqliteStore(Log, Delivery, Snapshots, Schedules, EventStore):
+class SqliteStore(Log, Delivery, Snapshots, Schedules, Checkpoints, EventStore):
     """Durable store on one SQLite file: streams, events and subscription delivery state.
 
     :meth:`start` raises :class:`DatabaseInUseError` when another process has the file, and
@@ -83,6 +85,7 @@ class SqliteStore(Log, Delivery, Snapshots, Schedules, EventStore):
         try:
             await self._db.open()
             await self._db.transaction(recover)
+            await self._db.call(create_checkpoints)
         except BaseException:
             await self._db.close()
             self._lock.release()

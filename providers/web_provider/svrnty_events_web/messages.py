@@ -29,6 +29,9 @@ class Envelope(msgspec.Struct):
     content_type: str
     headers: dict[str, str]
     partition: int
+    #: version of the event's class the payload is in (stored events of older versions are
+    #: upcast before they are sent)
+    version: int = 1
 
 
 def envelope(delivery: Delivery) -> Envelope:
@@ -37,7 +40,7 @@ def envelope(delivery: Delivery) -> Envelope:
         else base64.b64encode(record.data).decode()
     return Envelope(record.id, record.type, record.correlation_id, record.stream,
                     record.sequence, delivery.attempt, record.timestamp, data,
-                    record.content_type, record.headers, record.partition)
+                    record.content_type, record.headers, record.partition, record.version)
 
 
 # --- client -> server ------------------------------------------------------------------------

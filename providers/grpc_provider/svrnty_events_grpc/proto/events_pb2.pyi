@@ -137,7 +137,7 @@ class EventBatch(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[DeliveredEvent, _Mapping]]] = ...) -> None: ...
 
 class DeliveredEvent(_message.Message):
-    __slots__ = ("id", "type", "correlation_id", "stream", "sequence", "timestamp", "attempt", "headers", "data", "content_type", "partition")
+    __slots__ = ("id", "type", "correlation_id", "stream", "sequence", "timestamp", "attempt", "headers", "data", "content_type", "partition", "version")
     class HeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -156,6 +156,7 @@ class DeliveredEvent(_message.Message):
     DATA_FIELD_NUMBER: _ClassVar[int]
     CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     PARTITION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     id: str
     type: str
     correlation_id: str
@@ -167,7 +168,8 @@ class DeliveredEvent(_message.Message):
     data: bytes
     content_type: str
     partition: int
-    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., correlation_id: _Optional[str] = ..., stream: _Optional[str] = ..., sequence: _Optional[int] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ..., headers: _Optional[_Mapping[str, str]] = ..., data: _Optional[bytes] = ..., content_type: _Optional[str] = ..., partition: _Optional[int] = ...) -> None: ...
+    version: int
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., correlation_id: _Optional[str] = ..., stream: _Optional[str] = ..., sequence: _Optional[int] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ..., headers: _Optional[_Mapping[str, str]] = ..., data: _Optional[bytes] = ..., content_type: _Optional[str] = ..., partition: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
 
 class Completed(_message.Message):
     __slots__ = ("event_id", "event_type")
@@ -343,3 +345,51 @@ class ConsumerInfo(_message.Message):
     metadata: _containers.ScalarMap[str, str]
     group: str
     def __init__(self, consumer_id: _Optional[str] = ..., subscription: _Optional[str] = ..., in_flight: _Optional[int] = ..., delivered: _Optional[int] = ..., correlation_id: _Optional[str] = ..., connected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., group: _Optional[str] = ...) -> None: ...
+
+class ProjectionRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ProjectionStatus(_message.Message):
+    __slots__ = ("name", "stream", "position", "lag", "state", "transactional", "error")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    LAG_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTIONAL_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    stream: str
+    position: int
+    lag: int
+    state: str
+    transactional: bool
+    error: str
+    def __init__(self, name: _Optional[str] = ..., stream: _Optional[str] = ..., position: _Optional[int] = ..., lag: _Optional[int] = ..., state: _Optional[str] = ..., transactional: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+
+class ProjectionStatusList(_message.Message):
+    __slots__ = ("projections",)
+    PROJECTIONS_FIELD_NUMBER: _ClassVar[int]
+    projections: _containers.RepeatedCompositeFieldContainer[ProjectionStatus]
+    def __init__(self, projections: _Optional[_Iterable[_Union[ProjectionStatus, _Mapping]]] = ...) -> None: ...
+
+class ResetProjectionRequest(_message.Message):
+    __slots__ = ("name", "position")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    position: int
+    def __init__(self, name: _Optional[str] = ..., position: _Optional[int] = ...) -> None: ...
+
+class RebuildProgress(_message.Message):
+    __slots__ = ("position", "target", "done")
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    position: int
+    target: int
+    done: ProjectionStatus
+    def __init__(self, position: _Optional[int] = ..., target: _Optional[int] = ..., done: _Optional[_Union[ProjectionStatus, _Mapping]] = ...) -> None: ...

@@ -69,6 +69,21 @@ class EventServiceStub:
                 request_serializer=svrnty_dot_events_dot_v1_dot_events__pb2.ListConsumersRequest.SerializeToString,
                 response_deserializer=svrnty_dot_events_dot_v1_dot_events__pb2.ListConsumersResponse.FromString,
                 _registered_method=True)
+        self.GetProjectionStatus = channel.unary_unary(
+                '/svrnty.events.v1.EventService/GetProjectionStatus',
+                request_serializer=svrnty_dot_events_dot_v1_dot_events__pb2.ProjectionRequest.SerializeToString,
+                response_deserializer=svrnty_dot_events_dot_v1_dot_events__pb2.ProjectionStatusList.FromString,
+                _registered_method=True)
+        self.RebuildProjection = channel.unary_stream(
+                '/svrnty.events.v1.EventService/RebuildProjection',
+                request_serializer=svrnty_dot_events_dot_v1_dot_events__pb2.ProjectionRequest.SerializeToString,
+                response_deserializer=svrnty_dot_events_dot_v1_dot_events__pb2.RebuildProgress.FromString,
+                _registered_method=True)
+        self.ResetProjection = channel.unary_unary(
+                '/svrnty.events.v1.EventService/ResetProjection',
+                request_serializer=svrnty_dot_events_dot_v1_dot_events__pb2.ResetProjectionRequest.SerializeToString,
+                response_deserializer=svrnty_dot_events_dot_v1_dot_events__pb2.ProjectionStatus.FromString,
+                _registered_method=True)
 
 
 class EventServiceServicer:
@@ -122,6 +137,26 @@ class EventServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetProjectionStatus(self, request, context):
+        """Projections (read models) of the host: status (position, lag), rebuild from the
+        beginning (progress messages, then the final status), reset to a position.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RebuildProjection(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResetProjection(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EventServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -159,6 +194,21 @@ def add_EventServiceServicer_to_server(servicer, server):
                     servicer.ListConsumers,
                     request_deserializer=svrnty_dot_events_dot_v1_dot_events__pb2.ListConsumersRequest.FromString,
                     response_serializer=svrnty_dot_events_dot_v1_dot_events__pb2.ListConsumersResponse.SerializeToString,
+            ),
+            'GetProjectionStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProjectionStatus,
+                    request_deserializer=svrnty_dot_events_dot_v1_dot_events__pb2.ProjectionRequest.FromString,
+                    response_serializer=svrnty_dot_events_dot_v1_dot_events__pb2.ProjectionStatusList.SerializeToString,
+            ),
+            'RebuildProjection': grpc.unary_stream_rpc_method_handler(
+                    servicer.RebuildProjection,
+                    request_deserializer=svrnty_dot_events_dot_v1_dot_events__pb2.ProjectionRequest.FromString,
+                    response_serializer=svrnty_dot_events_dot_v1_dot_events__pb2.RebuildProgress.SerializeToString,
+            ),
+            'ResetProjection': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetProjection,
+                    request_deserializer=svrnty_dot_events_dot_v1_dot_events__pb2.ResetProjectionRequest.FromString,
+                    response_serializer=svrnty_dot_events_dot_v1_dot_events__pb2.ProjectionStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -350,6 +400,87 @@ class EventService:
             '/svrnty.events.v1.EventService/ListConsumers',
             svrnty_dot_events_dot_v1_dot_events__pb2.ListConsumersRequest.SerializeToString,
             svrnty_dot_events_dot_v1_dot_events__pb2.ListConsumersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProjectionStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/svrnty.events.v1.EventService/GetProjectionStatus',
+            svrnty_dot_events_dot_v1_dot_events__pb2.ProjectionRequest.SerializeToString,
+            svrnty_dot_events_dot_v1_dot_events__pb2.ProjectionStatusList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RebuildProjection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/svrnty.events.v1.EventService/RebuildProjection',
+            svrnty_dot_events_dot_v1_dot_events__pb2.ProjectionRequest.SerializeToString,
+            svrnty_dot_events_dot_v1_dot_events__pb2.RebuildProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetProjection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/svrnty.events.v1.EventService/ResetProjection',
+            svrnty_dot_events_dot_v1_dot_events__pb2.ResetProjectionRequest.SerializeToString,
+            svrnty_dot_events_dot_v1_dot_events__pb2.ProjectionStatus.FromString,
             options,
             channel_credentials,
             insecure,
