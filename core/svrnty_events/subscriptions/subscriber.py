@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
@@ -99,9 +100,11 @@ class Subscriber:
             except ConsumerClosedError:
                 raise StopAsyncIteration from None
         else:
-            self._last = consumer.prefetched.popleft()
+            self._last = delivery = consumer.prefetched.popleft()
             if consumer.engine.observers is not None:
-                consumer.handed_over(self._last)
+                # reported with the rest of its batch (Consumer.report_delivered)
+                delivery.handed_at = time.time()
+                consumer._unreported.append(delivery)
         return self._last
 
     async def next(self, timeout: float | None = None) -> Delivery | None:

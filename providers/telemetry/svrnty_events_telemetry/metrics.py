@@ -127,10 +127,12 @@ class HostMetrics:
 
     @hookimpl
     def events_delivered(self, subscription: str, deliveries: Sequence[Delivery]) -> None:
+        # per event: a timestamp, a bisect and two additions (the delivery path pays this)
         now = time.time()
         counts, total = self.delivery_latency.series_for(subscription)
         buckets = self.delivery_latency.buckets
         first = 0
+        latencies = 0.0
         for d in deliveries:
             if d.attempt <= 1:
                 first += 1
@@ -138,7 +140,8 @@ class HostMetrics:
             if latency < 0.0:
                 latency = 0.0
             counts[bisect_left(buckets, latency)] += 1
-            total[0] += latency
+            latencies += latency
+        total[0] += latencies
         delivered = self.delivered
         if first:
             key = (subscription, "first")
@@ -161,11 +164,16 @@ class HostMetrics:
         now = time.time()
         counts, total = self.handler_duration.series_for(subscription)
         buckets = self.handler_duration.buckets
+        durations = 0.0
         for d in deliveries:
-            if d.handed_at:  # 0.0: handed over before this host was observed
-                duration = max(now - d.handed_at, 0.0)
+            handed_at = d.handed_at
+            if handed_at:  # 0.0: handed over before this host was observed
+                duration = now - handed_at
+                if duration < 0.0:
+                    duration = 0.0
                 counts[bisect_left(buckets, duration)] += 1
-                total[0] += duration
+                durations += duration
+        total[0] += durations
 
     @hookimpl
     def events_dead_lettered(self, subscription: str, events: Sequence[RecordedEvent]) -> None:
