@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from redis_server_proc import running_redis  # noqa: E402
+from svrnty_events_redis.server import running_redis  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from svrnty_events.errors import ConfigError, StoreUnavailableError
 from svrnty_events.events import Event, record
 from svrnty_events.testing import collect, self_signed_certificate
 
-from redis_server_proc import running_redis
+from svrnty_events_redis.server import running_redis
 
 
 class Ping(Event):

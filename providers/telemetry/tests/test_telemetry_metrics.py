@@ -36,8 +36,10 @@ class TelemetryOrderWorkflow(Workflow):
     pass
 
 
-def streaming(store: str, tmp_path: Path, *, max_attempts: int = 2) -> EventStreaming:
-    options: dict[str, Any] = {"path": str(tmp_path / "events.db")} if store == "sqlite" else {}
+def streaming(store: str, tmp_path: Path, *, max_attempts: int = 2,
+              options: dict[str, Any] | None = None) -> EventStreaming:
+    if options is None:
+        options = {"path": str(tmp_path / "events.db")} if store == "sqlite" else {}
     s = EventStreaming(store=store, store_options=options)
     s.add_stream(TelemetryOrderWorkflow, name=STREAM)
     s.add_subscription(STREAM, "billing", mode="exclusive", window=100,
@@ -77,9 +79,31 @@ def value(s: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
     return s.get((name, frozenset(labels.items())), 0.0)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A redis-server of this module's own (skipped without redis-server)."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (apt install redis-server)")
+    from svrnty_events_redis.server import running_redis
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server.url
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 def store(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+@pytest.fixture
+def store_options(store: str, tmp_path: Path, request: pytest.FixtureRequest
+                  ) -> dict[str, Any]:
+    if store == "sqlite":
+        return {"path": str(tmp_path / "events.db")}
+    if store == "redis":
+        import uuid
+        return {"url": request.getfixturevalue("redis_url"),
+                "key_prefix": f"telemetry-{uuid.uuid4().hex[:8]}:"}
+    return {}
 
 
 async def fetch_until(consumer: Any, wanted: int) -> list[Any]:
@@ -91,11 +115,12 @@ async def fetch_until(consumer: Any, wanted: int) -> list[Any]:
     return got
 
 
-async def test_metrics_equal_the_true_counts(store: str, tmp_path: Path) -> None:
+async def test_metrics_equal_the_true_counts(store: str, store_options: dict[str, Any],
+                                             tmp_path: Path) -> None:
     n_commands, n_published = 6, 4
     appended = n_commands + n_published
     poison = {1, 4, 8}  # nacked on both attempts: dead-lettered on the second
-    async with streaming(store, tmp_path).run() as host:
+    async with streaming(store, tmp_path, options=store_options).run() as host:
         telemetry = telemetry_of(host)
         assert telemetry is not None and telemetry.prometheus_port
         url = telemetry.metrics_url

@@ -1,4 +1,5 @@
-"""A throw-away redis-server for the tests: own folder, free loopback port, append-only file."""
+"""A throw-away redis-server for tests: own folder, free loopback port, append-only file
+(``running_redis``; the Redis store's tests and other plugins' tests use it)."""
 
 from __future__ import annotations
 
