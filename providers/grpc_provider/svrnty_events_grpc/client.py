@@ -13,6 +13,7 @@ one message, so a fast consumer settles hundreds of events per round trip.
 from __future__ import annotations
 
 import asyncio
+import math
 import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -36,6 +37,9 @@ from .proto import events_pb2_grpc as pb_grpc
 
 #: most ids per ack message
 ACK_CHUNK = 4096
+#: acks arriving faster than one per this interval are gathered for at most this long into one
+#: message; a lone ack is sent at once
+ACK_DELAY = 0.002
 #: how long closing waits for the server to end the stream after unsubscribe
 CLOSE_TIMEOUT = 5.0
 
@@ -598,6 +602,8 @@ class RemoteSubscriber:
         themselves while a write is in flight), then nacks, heartbeats when idle, and finally
         the unsubscribe."""
         call = self._call
+        loop = asyncio.get_running_loop()
+        last_ack = -math.inf
         try:
             while True:
                 try:
@@ -605,12 +611,20 @@ class RemoteSubscriber:
                 except (asyncio.TimeoutError, TimeoutError):
                     await call.write(pb.SubscribeRequest(heartbeat=pb.Heartbeat()))
                     continue
+                # acks that come faster than one per ACK_DELAY wait up to ACK_DELAY to go
+                # together (one message for many events); a lone ack goes at once
+                since = loop.time() - last_ack
+                if since < ACK_DELAY and len(self._acks) < ACK_CHUNK and not self._control \
+                        and not self._unsubscribe:
+                    await asyncio.sleep(ACK_DELAY - since)
                 self._wake.clear()
                 acks, self._acks = self._acks, []
                 control, self._control = self._control, []
                 for i in range(0, len(acks), ACK_CHUNK):
                     await call.write(pb.SubscribeRequest(ack=pb.Ack(
                         event_ids=acks[i:i + ACK_CHUNK])))
+                if acks:
+                    last_ack = loop.time()
                 for request in control:
                     await call.write(request)
                 if self._unsubscribe and not self._acks and not self._control:
