@@ -536,7 +536,9 @@ class EventStreamingHost:
                 appended = await self.store.append(stream, events,
                                                    expected_version=expected_version)
         if appended and (observers := self.engine.observers) is not None:
-            observers.events_appended(stream=stream, events=appended)
+            # inside an application transaction (an outbox), once it commits
+            self.store.after_commit(
+                lambda: observers.events_appended(stream=stream, events=appended))
         return appended
 
     async def query(self, query: Any) -> Any:

@@ -335,6 +335,13 @@ class EventStore(ScheduleStore, abc.ABC):
     def notify(self, subscription: str) -> None:
         """Wake every waiter of the subscription (e.g. when a mode's choice changed)."""
 
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once what the current task appended is committed: at once, unless
+        the store has an application transaction open for it (an outbox), then after that
+        transaction commits, and never if it rolls back. The host reports appends to
+        observers this way, so a rolled-back append is never counted."""
+        callback()
+
     # --- dead letters -------------------------------------------------------------------------
 
     @abc.abstractmethod

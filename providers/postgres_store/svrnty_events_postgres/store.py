@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -44,7 +44,8 @@ from .snapshots import Snapshots
 __all__ = ["PostgresStore", "PostgresStoreOptions", "Snapshot", "outbox_connection"]
 
 #: (store, connection, streams appended to) of the outbox transaction the current task is in
-_outbox: contextvars.ContextVar[tuple[Any, asyncpg.Connection, set[str]] | None] = \
+_outbox: contextvars.ContextVar[
+    tuple[Any, asyncpg.Connection, set[str], list[Callable[[], None]]] | None] = \
     contextvars.ContextVar("svrnty_events_postgres_outbox", default=None)
 
 
@@ -110,10 +111,11 @@ class PostgresStore(Checkpoints, Connection, Delivery, Snapshots, Schedules, Eve
         if _outbox.get() is not None:
             raise RuntimeError("store.transaction() blocks do not nest")
         appended: set[str] = set()
+        committed: list[Callable[[], None]] = []
         async with self._io(bounded=False):
             assert self._pool is not None
             async with self._pool.acquire() as conn:
-                token = _outbox.set((self, conn, appended))
+                token = _outbox.set((self, conn, appended, committed))
                 try:
                     async with conn.transaction():
                         yield conn
@@ -127,6 +129,15 @@ class PostgresStore(Checkpoints, Connection, Delivery, Snapshots, Schedules, Eve
                     cfg.type is StreamType.EPHEMERAL
                     and st.appended_since_trim >= EPHEMERAL_TRIM_AT // 2):
                 await self._retain(st)
+        for callback in committed:
+            callback()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        outbox = _outbox.get()
+        if outbox is not None and outbox[0] is self:
+            outbox[3].append(callback)
+        else:
+            callback()
 
     async def append(self, stream: str, events: Sequence[RecordedEvent], *,
                      expected_version: int | None = None) -> list[RecordedEvent]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from svrnty_events import Event, EventStreaming, Workflow
+from svrnty_events import Event, EventStreaming, Workflow, hookimpl
 from svrnty_events.errors import ConcurrencyError
 from svrnty_events.events import record
 from svrnty_events.testing import collect, within
@@ -147,3 +147,35 @@ async def test_process_once_in_store_commits_the_effect_with_the_mark_and_the_ac
             assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 1
         assert await host.store.is_processed("sub", again.id)
         assert await consumer.fetch(timeout=0.3) == []  # acked with the mark
+
+
+class AppendObserver:
+    """A plugin that records what the host reports as appended (as telemetry does)."""
+
+    def __init__(self) -> None:
+        self.appended: list[str] = []
+
+    @hookimpl
+    def events_appended(self, stream, events) -> None:  # type: ignore[no-untyped-def]
+        self.appended += [e.decode().order_id for e in events]
+
+
+async def test_observers_hear_of_an_outbox_append_only_once_it_commits(pg_url, schema):
+    observer = AppendObserver()
+    streaming = shop(pg_url, schema)
+    streaming.extra_plugins.append(observer)
+    async with streaming.run() as host:
+        store = host.store
+        async with store.connection() as conn:
+            await conn.execute(f'CREATE TABLE "{schema}".orders (id text PRIMARY KEY)')
+        with pytest.raises(RuntimeError, match="declined"):
+            async with store.transaction():
+                await within(host.send(PlaceOrder("r-1")))
+                assert observer.appended == []  # not committed yet
+                raise RuntimeError("declined")
+        assert observer.appended == []  # rolled back: never reported
+        async with store.transaction():
+            await within(host.send(PlaceOrder("c-1")))
+            await within(host.send(PlaceOrder("c-2")))
+            assert observer.appended == []
+        assert observer.appended == ["c-1", "c-2"]  # on commit, in order
