@@ -335,6 +335,16 @@ class EventStore(ScheduleStore, abc.ABC):
     def notify(self, subscription: str) -> None:
         """Wake every waiter of the subscription (e.g. when a mode's choice changed)."""
 
+    async def group_lags(self, subscription: str) -> dict[str, int]:
+        """The lag of each delivery group of ``subscription`` (the shared group is ``""``):
+        the events of its stream not yet settled by the group, that is the events at or past
+        the group's cursor (of its partition, for a partition's group) and the events it holds
+        (waiting for redelivery, delayed, in flight). Event-type and correlation filters are not
+        applied to events past the cursor: those an exclusive filter will skip count until a
+        claim passes them. A store that cannot tell raises NotImplementedError (the figure is
+        then left out); the stores of this project implement it without scanning the stream."""
+        raise NotImplementedError(f"{type(self).__name__} does not report group lags")
+
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once what the current task appended is committed: at once, unless
         the store has an application transaction open for it (an outbox), then after that

@@ -321,6 +321,32 @@ class StorePrimitives(_Kit):
             assert await host.purge_dead_letters("sub") == 1
             assert await host.dead_letters("sub") == []
 
+    async def test_group_lags_count_what_each_group_has_not_settled(self, make):
+        async with make().run() as host:
+            store = host.store
+            try:
+                await store.group_lags("sub")
+            except NotImplementedError:
+                pytest.skip(f"{type(store).__name__} does not report group lags")
+            await store.ensure_group("sub", "g")
+            await store.ensure_group("sub", "idle")
+            await host.publish("s", ticks("s", 10), external=False)
+            lags = await store.group_lags("sub")
+            assert lags["g"] == 10 and lags["idle"] == 10
+            got = (await store.claim("sub", "g", "c", max_count=6, visibility_timeout=60)).claimed
+            assert len(got) == 6
+            assert (await store.group_lags("sub"))["g"] == 10  # in flight: not settled
+            await store.ack("sub", "g", "c", [c.event.id for c in got[:3]])
+            await store.nack("sub", "g", "c", got[3].event.id, delay=30.0)
+            assert await store.dead_letter("sub", "g", "c", got[4].event.id, reason="poison",
+                                           attempts=1)
+            # 3 acked and 1 dead-lettered are settled; the nacked (delayed), the one still in
+            # flight and the 4 never claimed are not
+            lags = await store.group_lags("sub")
+            assert lags["g"] == 6 and lags["idle"] == 10
+            await host.publish("s", ticks("s", 2, start=10), external=False)
+            assert (await store.group_lags("sub"))["g"] == 8
+
     async def test_receipts_and_processed_marks(self, make):
         async with make().run() as host:
             store = host.store

@@ -431,6 +431,22 @@ class MemoryStore(InProcessSchedules, EventStore):
         if g is not None and not sub.groups:
             sub.floor = max(sub.floor, g.floor())
 
+    async def group_lags(self, subscription: str) -> dict[str, int]:
+        sub = self._sub(subscription)
+        s = sub.stream
+        end = s.next_sequence
+        out: dict[str, int] = {}
+        for name, g in sub.groups.items():
+            cursor = max(g.cursor, s.base)
+            f = g.filter
+            if f is not None and f.partition is not None and s.parts is not None:
+                part = s.parts[f.partition]
+                ahead = len(part) - bisect_left(part, cursor)
+            else:
+                ahead = max(end - cursor, 0)
+            out[name] = ahead + len(g.available) + len(g.delayed) + len(g.inflight)
+        return out
+
     def _group(self, subscription: str, group: str) -> tuple[_Subscription, _Group]:
         sub = self._sub(subscription)
         g = sub.groups.get(group)

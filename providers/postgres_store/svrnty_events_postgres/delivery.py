@@ -41,6 +41,7 @@ from .log import Log, Stream, config_encoder
 from .rows import (
     EVENT_COLUMNS,
     NOW,
+    decode_filter,
     encode_filter,
     event,
     filter_sql,
@@ -403,6 +404,27 @@ class Delivery(Log):
                 sub.id, group, event_id, seq, consumer_id, reason, attempts, error, now_us(),
                 pack_event(event(found, st.name)) if found else kept)
         return True
+
+    async def group_lags(self, subscription: str) -> dict[str, int]:
+        sub = self._sub(subscription)
+        s, stream_id = self.s, sub.stream.id
+        out: dict[str, int] = {}
+        async with self.connection() as conn:
+            groups = await conn.fetch(
+                f"SELECT g.id, g.name, g.cursor, g.filter, (SELECT count(*) FROM {s}.pending p "
+                f"WHERE p.group_id = g.id) FROM {s}.groups g WHERE g.sub_id = $1", sub.id)
+            for gid, name, cursor, blob, held in groups:
+                f = decode_filter(blob)
+                if f is not None and f.partition is not None:  # the partition index
+                    ahead = await conn.fetchval(
+                        f"SELECT count(*) FROM {s}.events WHERE stream_id = $1 AND part = $2 "
+                        f"AND seq >= $3", stream_id, f.partition, cursor)
+                else:  # a range of the primary key
+                    ahead = await conn.fetchval(
+                        f"SELECT count(*) FROM {s}.events WHERE stream_id = $1 AND seq >= $2",
+                        stream_id, cursor)
+                out[name] = ahead + held
+        return out
 
     async def list_dead_letters(self, subscription: str, *,
                                 limit: int | None = None) -> list[DeadLetter]:

@@ -32,6 +32,7 @@ from .rows import (
     E_COLUMNS,
     EVENT_COLUMNS,
     chunks,
+    decode_filter,
     encode_filter,
     event,
     filter_sql,
@@ -233,6 +234,31 @@ class Delivery(_Base):
                 (sub.id, group, event_id, seq, consumer_id, reason, attempts, error,
                  now_us(), pack_event(event(found, s.name)) if found else kept))
             return True
+
+        return await self._db.transaction(run)
+
+    async def group_lags(self, subscription: str) -> dict[str, int]:
+        sub = self._sub(subscription)
+        stream_id = sub.stream.id
+
+        def run(conn: sqlite3.Connection) -> dict[str, int]:
+            out: dict[str, int] = {}
+            groups = conn.execute("SELECT id, name, cursor, filter FROM groups WHERE sub_id = ?",
+                                  (sub.id,)).fetchall()
+            for gid, name, cursor, blob in groups:
+                f = decode_filter(blob)
+                if f is not None and f.partition is not None:  # the partition index
+                    ahead = conn.execute(
+                        "SELECT count(*) FROM events WHERE stream_id = ? AND part = ? AND "
+                        "seq >= ?", (stream_id, f.partition, cursor)).fetchone()[0]
+                else:  # a range of the primary key
+                    ahead = conn.execute(
+                        "SELECT count(*) FROM events WHERE stream_id = ? AND seq >= ?",
+                        (stream_id, cursor)).fetchone()[0]
+                held = conn.execute("SELECT count(*) FROM pending WHERE group_id = ?",
+                                    (gid,)).fetchone()[0]
+                out[name] = ahead + held
+            return out
 
         return await self._db.transaction(run)
 

@@ -73,6 +73,8 @@ class HostMetrics:
         self.store_gauge_interval = store_gauge_interval
         #: subscription -> (dead letters, oldest dead-letter time, epoch seconds)
         self._dead_letters: dict[str, tuple[int, float]] = {}
+        #: (subscription, group) -> events not settled by the group (from store.group_lags)
+        self._lags: dict[tuple[str, str], int] = {}
         self._refreshed_at: float | None = None
         self._refreshing: asyncio.Future[None] | None = None
         self.appended: dict[str, int] = {}
@@ -111,6 +113,10 @@ class HostMetrics:
         meter.create_observable_gauge(
             "svrnty_events_consumers", callbacks=[self._observe_consumers],
             description="Consumers connected to this host")
+        meter.create_observable_gauge(
+            "svrnty_events_subscription_lag", callbacks=[self._observe_lag],
+            description="Events appended and not yet settled by the delivery group (the "
+                        "shared group of exclusive and consumer_group partition 0 is \"shared\")")
         meter.create_observable_gauge(
             "svrnty_events_dead_letters", callbacks=[self._observe_dead_letters],
             description="Events in the dead-letter queue")
@@ -204,6 +210,10 @@ class HostMetrics:
         for name, runtime in self.host.engine.subscriptions.items():
             yield Observation(len(runtime.consumers), {"subscription": name})
 
+    def _observe_lag(self, options: CallbackOptions) -> Iterable[Observation]:
+        for (name, group), lag in self._lags.items():
+            yield Observation(lag, {"subscription": name, "group": group or "shared"})
+
     def _observe_dead_letters(self, options: CallbackOptions) -> Iterable[Observation]:
         for name, (count, _) in self._dead_letters.items():
             yield Observation(count, {"subscription": name})
@@ -233,11 +243,19 @@ class HostMetrics:
     async def _read_store(self) -> None:
         started = time.monotonic()
         out: dict[str, tuple[int, float]] = {}
+        lags: dict[tuple[str, str], int] = {}
+        store = self.host.store
         for name in list(self.host.engine.subscriptions):
-            letters = await self.host.store.list_dead_letters(name)
+            letters = await store.list_dead_letters(name)
             oldest = min((_epoch(d.dead_lettered_at) for d in letters), default=0.0)
             out[name] = (len(letters), oldest)
+            try:
+                for group, lag in (await store.group_lags(name)).items():
+                    lags[(name, group)] = lag
+            except NotImplementedError:  # a store that cannot tell: no lag gauge
+                pass
         self._dead_letters = out
+        self._lags = lags
         self._refreshed_at = started
 
     def shutdown(self) -> None:

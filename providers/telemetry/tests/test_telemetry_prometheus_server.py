@@ -23,8 +23,8 @@ from svrnty_sample.app import default_config_path  # noqa: E402
 
 PROMETHEUS = shutil.which("prometheus")
 TIMEOUT = 60.0
-#: the gauge the query asks for, and its labels
-METRIC = "svrnty_events_appended_total"
+#: the gauge the query asks for
+METRIC = "svrnty_events_subscription_lag"
 
 pytestmark = pytest.mark.skipif(PROMETHEUS is None,
                                 reason="prometheus is not installed (apt install prometheus)")
@@ -47,6 +47,17 @@ def query(base: str, expression: str) -> list[dict]:
     return body["data"]["result"]
 
 
+def scraped_lags(target: str) -> dict[str, float]:
+    """group -> lag of invitation-processor, read from the host's own /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+    with urllib.request.urlopen(f"http://{target}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {sample.labels["group"]: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples if sample.name == METRIC
+            and sample.labels.get("subscription") == "invitation-processor"}
+
+
 def post_json(url: str, payload: dict) -> int:
     request = urllib.request.Request(url, data=json.dumps(payload).encode(),
                                      headers={"Content-Type": "application/json"})
@@ -67,9 +78,10 @@ def test_prometheus_scrapes_the_sample_host(tmp_path: Path) -> None:
         host.wait_for(r"^svrnty-events host started")
         metrics = host.wait_for(r"endpoint:\s+metrics http://(127\.0\.0\.1:\d+)/metrics").group(1)
         http_url = host.wait_for(r"endpoint:\s+(http://127\.0\.0\.1:\d+)/docs\s").group(1)
+        # three invitations: the sample's own consumer processes them (invitation-processor)
         for n in range(3):
-            assert post_json(f"{http_url}/api/command/addUser",
-                             {"name": f"user{n}", "email": f"user{n}@example.com"}) == 200
+            assert post_json(f"{http_url}/api/command/inviteUser",
+                             {"email": f"user{n}@example.com"}) == 200
 
         port = free_port()
         scrape = tmp_path / "prometheus.yml"
@@ -84,16 +96,19 @@ def test_prometheus_scrapes_the_sample_host(tmp_path: Path) -> None:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + TIMEOUT
         result: list[dict] = []
+        # every group settled what was appended: the host's own /metrics says 0, and the
+        # Prometheus server, scraping it, answers the same for each group of the subscription
         while time.monotonic() < deadline:
-            result = query(base, f'{METRIC}{{stream="users"}}')
-            if result and float(result[0]["value"][1]) == 3:
+            result = query(base, f'{METRIC}{{subscription="invitation-processor"}}')
+            if result and all(float(r["value"][1]) == 0 for r in result) \
+                    and scraped_lags(metrics) == {r["metric"]["group"]: 0.0 for r in result}:
                 break
             time.sleep(0.2)
         assert result, "Prometheus never had the metric; its output:\n" + \
             "\n".join(prometheus.lines[-20:])
-        [series] = result
-        assert series["metric"]["job"] == "svrnty"
-        assert float(series["value"][1]) == 3
+        assert {r["metric"]["job"] for r in result} == {"svrnty"}
+        assert {r["metric"]["group"]: float(r["value"][1]) for r in result} == \
+            scraped_lags(metrics) == {"shared": 0.0}
         up = query(base, 'up{job="svrnty"}')
         assert up and float(up[0]["value"][1]) == 1
     finally:
