@@ -342,7 +342,7 @@ class EventStore(ScheduleStore, abc.ABC):
         (waiting for redelivery, delayed, in flight). Event-type and correlation filters are not
         applied to events past the cursor: those an exclusive filter will skip count until a
         claim passes them. A store that cannot tell raises NotImplementedError (the figure is
-        then left out); the stores of this project implement it without scanning the stream."""
+        then left out); the stores of this project implement it from index ranges and counters."""
         raise NotImplementedError(f"{type(self).__name__} does not report group lags")
 
     def after_commit(self, callback: Callable[[], None]) -> None:

@@ -55,6 +55,7 @@ _retention_log = logging.getLogger("svrnty_events.retention")
 
 #: consumer names the store uses inside Redis consumer groups
 RESERVED_CONSUMERS = ("svrnty:parked", "svrnty:dead")
+_DEAD = RESERVED_CONSUMERS[1]  # owns the PEL entries of dead letters
 
 
 #: what the store remembers of an event a consumer claimed: (entry id, Redis time in ms of the
@@ -430,6 +431,34 @@ class RedisStore(Schedules, Connection, EventStore):
         self._forget(subscription, group, consumer_id, event_id)
         return bool(done)
 
+    async def group_lags(self, subscription: str) -> dict[str, int]:
+        """From each group's Redis consumer group: ``lag`` (entries not read yet) plus the
+        pending entries (in flight, parked for redelivery), less those parked as dead
+        letters (``svrnty:dead``)."""
+        sub = self._sub(subscription)
+        st = sub.stream
+        out: dict[str, int] = {}
+        async with self._io():
+            groups = [g.decode() for g in await self.redis.smembers(sub.groups)]
+            parts = {k.decode(): v.decode() for k, v in (await self.redis.hgetall(sub.parts)).items()}
+            for group in groups:
+                key = st.partition(int(parts[group])) if parts.get(group) not in (None, "") \
+                    else st.log
+                name = sub.gname(group)
+                info = next((i for i in await self.redis.xinfo_groups(key)
+                             if _text(i.get("name")) == name), None)
+                if info is None:
+                    continue
+                lag = info.get("lag")
+                if lag is None:  # Redis cannot tell (entries deleted past the cursor): count
+                    last = _text(info.get("last-delivered-id"))
+                    lag = len(await self.redis.xrange(key, min=f"({last}", max="+"))
+                summary = await self.redis.xpending(key, name)
+                dead = sum(int(c["pending"]) for c in summary.get("consumers") or ()
+                           if _text(c["name"]) == _DEAD)
+                out[group] = int(lag) + int(summary.get("pending") or 0) - dead
+        return out
+
     async def list_dead_letters(self, subscription: str, *,
                                 limit: int | None = None) -> list[DeadLetter]:
         sub = self._sub(subscription)
@@ -550,3 +579,7 @@ class RedisStore(Schedules, Connection, EventStore):
 
 def _from_ms(ms: bytes | str) -> datetime:
     return datetime.fromtimestamp(int(ms) / 1000, timezone.utc)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -140,9 +140,8 @@ async def test_metrics_equal_the_true_counts(store: str, store_options: dict[str
         assert value(s, "svrnty_events_delivered_total", subscription="billing",
                      attempt_class="first") == appended
         assert value(s, "svrnty_events_in_flight", subscription="billing") == appended
-        if store != "redis":
-            assert value(s, "svrnty_events_subscription_lag", subscription="billing",
-                         group="shared") == appended  # all in flight: none settled
+        assert value(s, "svrnty_events_subscription_lag", subscription="billing",
+                     group="shared") == appended  # all in flight: none settled
         assert value(s, "svrnty_events_consumers", subscription="billing") == 1
         assert value(s, "svrnty_events_consumers", subscription="audit") == 0
         assert value(s, "svrnty_events_delivery_latency_seconds_count",
@@ -169,12 +168,11 @@ async def test_metrics_equal_the_true_counts(store: str, store_options: dict[str
         assert value(s, "svrnty_events_delivered_total", subscription="billing",
                      attempt_class="redelivery") == len(poison)
         assert value(s, "svrnty_events_in_flight", subscription="billing") == 0
-        if store != "redis":  # the Redis store does not report group lags yet
-            # billing settled everything (acked or dead-lettered); audit, a broadcast
-            # subscription nobody consumes, has no group: no series
-            lag_key = ("svrnty_events_subscription_lag",
-                       frozenset({"subscription": "billing", "group": "shared"}.items()))
-            assert s[lag_key] == 0
+        # billing settled everything (acked or dead-lettered); audit, a broadcast
+        # subscription nobody consumes, has no group: no series
+        lag_key = ("svrnty_events_subscription_lag",
+                   frozenset({"subscription": "billing", "group": "shared"}.items()))
+        assert s[lag_key] == 0
         assert value(s, "svrnty_events_dead_letters", subscription="billing") == len(poison)
         assert value(s, "svrnty_events_dead_letters", subscription="audit") == 0
         age = value(s, "svrnty_events_oldest_dead_letter_age_seconds", subscription="billing")
