@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import logging
+import time
 from datetime import datetime
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import ExitStack, asynccontextmanager
@@ -626,6 +627,32 @@ class EventStreamingHost:
         return [c.info() for c in self.engine.runtime(subscription).consumers.values()]
 
     # --- dead letters and receipts -----------------------------------------------------------
+
+    async def subscription_stats(self, subscription: str | None = None) -> list[dict[str, Any]]:
+        """Per subscription (one, or every one): ``lag`` (events appended and not yet settled,
+        summed over its delivery groups) and ``groups`` (group -> lag), both None when the
+        store does not report lags; ``in_flight`` and ``consumers`` of this host; and
+        ``dead_letters``, ``oldest_dead_letter_age`` (seconds, 0 when none). Raises
+        UnknownSubscriptionError."""
+        names = [subscription] if subscription is not None else list(self.engine.subscriptions)
+        now = time.time()
+        out: list[dict[str, Any]] = []
+        for name in names:
+            runtime = self.engine.runtime(name)
+            try:
+                groups: dict[str, int] | None = await self.store.group_lags(name)
+            except NotImplementedError:
+                groups = None
+            letters = await self.store.list_dead_letters(name)
+            oldest = min((d.dead_lettered_at.timestamp() for d in letters), default=None)
+            out.append({
+                "subscription": name, "stream": runtime.config.stream,
+                "mode": str(runtime.config.mode),
+                "lag": None if groups is None else sum(groups.values()), "groups": groups,
+                "in_flight": sum(len(c.held) for c in runtime.consumers.values()),
+                "consumers": len(runtime.consumers), "dead_letters": len(letters),
+                "oldest_dead_letter_age": 0.0 if oldest is None else max(now - oldest, 0.0)})
+        return out
 
     async def dead_letters(self, subscription: str, *, limit: int | None = None
                            ) -> list[DeadLetter]:

@@ -128,6 +128,8 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
 
     from .projections import register_commands as add_projection
     add_projection(subparsers, _connection_options, sequence)
+    from .stats import register as add_stats
+    add_stats(subparsers, _connection_options)
 
 
 def _client(args: argparse.Namespace) -> Any:

@@ -268,6 +268,19 @@ class EventClient(ProjectionClient):
         return [consumer_info_from_proto(c) for c in r.consumers]
 
 
+    async def subscription_stats(self, subscription: str | None = None, *,
+                                 timeout: float | None = None) -> list[dict[str, Any]]:
+        """As ``host.subscription_stats`` on the server's host."""
+        r = await self._unary("GetSubscriptionStats", pb.SubscriptionStatsRequest(
+            subscription=subscription or ""), timeout)
+        return [{"subscription": st.subscription, "stream": st.stream, "mode": st.mode,
+                 "lag": st.lag if st.lag_known else None,
+                 "groups": {g.group: g.lag for g in st.groups} if st.lag_known else None,
+                 "in_flight": st.in_flight, "consumers": st.consumers,
+                 "dead_letters": st.dead_letters,
+                 "oldest_dead_letter_age": st.oldest_dead_letter_age_seconds}
+                for st in r.subscriptions]
+
 class RemoteDelivery:
     """One event handed to a remote consumer; the same attributes as the in-process
     :class:`svrnty_events.Delivery`."""

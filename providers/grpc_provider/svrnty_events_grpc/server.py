@@ -390,6 +390,19 @@ class EventServicer(ProjectionAdmin, pb_grpc.EventServiceServicer):
             request.subscription, list(request.event_ids) or None))
         return pb.DeadLetterCount(count=count)
 
+    async def GetSubscriptionStats(self, request: pb.SubscriptionStatsRequest,
+                                   context: grpc.aio.ServicerContext
+                                   ) -> pb.SubscriptionStatsList:
+        stats = await self._admin(context, "subscription", lambda: self.host.subscription_stats(
+            request.subscription or None))
+        return pb.SubscriptionStatsList(subscriptions=[pb.SubscriptionStats(
+            subscription=st["subscription"], stream=st["stream"], mode=st["mode"],
+            lag_known=st["lag"] is not None, lag=st["lag"] or 0,
+            groups=[pb.GroupLag(group=g, lag=n) for g, n in sorted((st["groups"] or {}).items())],
+            in_flight=st["in_flight"], consumers=st["consumers"],
+            dead_letters=st["dead_letters"],
+            oldest_dead_letter_age_seconds=st["oldest_dead_letter_age"]) for st in stats])
+
     async def GetStreamInfo(self, request: pb.GetStreamInfoRequest,
                             context: grpc.aio.ServicerContext) -> pb.StreamInfo:
         info = await self._admin(context, "stream", lambda: self.host.stream_info(request.stream))

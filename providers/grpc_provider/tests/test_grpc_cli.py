@@ -326,3 +326,71 @@ async def test_other_usage_errors_exit_2(tmp_path):
         code, out, err = await _run(*args)
         assert (code, out) == (2, ""), (args, err)
         assert message in err and "Traceback" not in err
+
+
+async def test_stats_prints_lag_in_flight_consumers_and_dead_letters(served):
+    async with EventClient(served) as client:
+        await within(client.publish("inbox", [OrderPlaced(order_id=n, amount=1.0)
+                                              for n in range(5)]))
+        # fragile: 2 dead-lettered (one attempt each), the rest never claimed
+        async with client.subscribe("fragile", "f", auto_ack=False, window=2) as deliveries:
+            for _ in range(2):
+                await (await within(deliveries.__anext__())).nack(reason="broken")
+        for _ in range(200):
+            if len(await within(client.dead_letters("fragile"))) == 2:
+                break
+            await asyncio.sleep(0.02)
+        # readers: one held (in flight) by a connected consumer, one acked
+        async with client.subscribe("readers", "r", auto_ack=False, window=1) as deliveries:
+            first = await within(deliveries.__anext__())
+            await first.ack()
+            held = await within(deliveries.__anext__())
+            assert held.id != first.id
+            code, out, err = await _run("stats", "--target", served, "--json")
+            assert code == 0, err
+            stats = {s["subscription"]: s for s in json.loads(out)}
+            code, text, err = await _run("stats", "--target", served)
+            assert code == 0, err
+    assert set(stats) == {"readers", "feed", "fragile"}
+    readers, fragile = stats["readers"], stats["fragile"]
+    # 5 appended; readers acked 1, holds 1 in flight: 4 not settled
+    assert (readers["lag"], readers["groups"], readers["in_flight"], readers["consumers"],
+            readers["dead_letters"]) == (4, {"": 4}, 1, 1, 0)
+    # fragile settled 2 by dead-lettering them; nobody is connected
+    assert (fragile["lag"], fragile["in_flight"], fragile["consumers"],
+            fragile["dead_letters"]) == (3, 0, 0, 2)
+    assert 0 <= fragile["oldest_dead_letter_age"] < 60
+    lines = text.splitlines()
+    assert lines[0].split() == ["subscription", "mode", "lag", "in", "flight", "consumers",
+                                "dead", "letters", "oldest", "dead", "letter"]
+    row = next(line.split() for line in lines if line.startswith("readers "))
+    assert row[:6] == ["readers", "exclusive", "4", "1", "1", "0"]
+    row = next(line.split() for line in lines if line.startswith("fragile "))
+    assert row[:6] == ["fragile", "exclusive", "3", "0", "0", "2"]
+
+
+async def test_stats_watch_refreshes_until_interrupted(served):
+    proc = await asyncio.create_subprocess_exec(
+        *_command(), "stats", "--target", served, "--watch", "--interval", "0.2", env=_env(),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        tables = 0
+        while tables < 2:  # two refreshes: two tables, each under a time-and-target line
+            line = (await within(proc.stdout.readline(), 20)).decode()
+            assert line, "stats --watch exited early"
+            assert "\x1b[" not in line  # stdout is not a terminal: no escapes
+            if line.split()[:1] == ["subscription"]:
+                tables += 1
+        proc.send_signal(signal.SIGINT)
+        assert await within(proc.wait(), 20) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_stats_of_an_unreachable_host_is_one_clear_error():
+    code, out, err = await _run("stats", "--target", "127.0.0.1:1", "--timeout", "5")
+    assert code == 2 and out == ""
+    assert err.startswith("svrnty-events: error: UNAVAILABLE") and len(err.splitlines()) == 1

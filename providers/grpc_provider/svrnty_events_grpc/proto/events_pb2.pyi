@@ -393,3 +393,47 @@ class RebuildProgress(_message.Message):
     target: int
     done: ProjectionStatus
     def __init__(self, position: _Optional[int] = ..., target: _Optional[int] = ..., done: _Optional[_Union[ProjectionStatus, _Mapping]] = ...) -> None: ...
+
+class SubscriptionStatsRequest(_message.Message):
+    __slots__ = ("subscription",)
+    SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    subscription: str
+    def __init__(self, subscription: _Optional[str] = ...) -> None: ...
+
+class GroupLag(_message.Message):
+    __slots__ = ("group", "lag")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    LAG_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    lag: int
+    def __init__(self, group: _Optional[str] = ..., lag: _Optional[int] = ...) -> None: ...
+
+class SubscriptionStats(_message.Message):
+    __slots__ = ("subscription", "stream", "mode", "lag_known", "lag", "groups", "in_flight", "consumers", "dead_letters", "oldest_dead_letter_age_seconds")
+    SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    LAG_KNOWN_FIELD_NUMBER: _ClassVar[int]
+    LAG_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    CONSUMERS_FIELD_NUMBER: _ClassVar[int]
+    DEAD_LETTERS_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_DEAD_LETTER_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    subscription: str
+    stream: str
+    mode: str
+    lag_known: bool
+    lag: int
+    groups: _containers.RepeatedCompositeFieldContainer[GroupLag]
+    in_flight: int
+    consumers: int
+    dead_letters: int
+    oldest_dead_letter_age_seconds: float
+    def __init__(self, subscription: _Optional[str] = ..., stream: _Optional[str] = ..., mode: _Optional[str] = ..., lag_known: _Optional[bool] = ..., lag: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[GroupLag, _Mapping]]] = ..., in_flight: _Optional[int] = ..., consumers: _Optional[int] = ..., dead_letters: _Optional[int] = ..., oldest_dead_letter_age_seconds: _Optional[float] = ...) -> None: ...
+
+class SubscriptionStatsList(_message.Message):
+    __slots__ = ("subscriptions",)
+    SUBSCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
+    subscriptions: _containers.RepeatedCompositeFieldContainer[SubscriptionStats]
+    def __init__(self, subscriptions: _Optional[_Iterable[_Union[SubscriptionStats, _Mapping]]] = ...) -> None: ...

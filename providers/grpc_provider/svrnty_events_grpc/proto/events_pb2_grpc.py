@@ -84,6 +84,11 @@ class EventServiceStub:
                 request_serializer=svrnty_dot_events_dot_v1_dot_events__pb2.ResetProjectionRequest.SerializeToString,
                 response_deserializer=svrnty_dot_events_dot_v1_dot_events__pb2.ProjectionStatus.FromString,
                 _registered_method=True)
+        self.GetSubscriptionStats = channel.unary_unary(
+                '/svrnty.events.v1.EventService/GetSubscriptionStats',
+                request_serializer=svrnty_dot_events_dot_v1_dot_events__pb2.SubscriptionStatsRequest.SerializeToString,
+                response_deserializer=svrnty_dot_events_dot_v1_dot_events__pb2.SubscriptionStatsList.FromString,
+                _registered_method=True)
 
 
 class EventServiceServicer:
@@ -157,6 +162,14 @@ class EventServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSubscriptionStats(self, request, context):
+        """Per subscription: lag per delivery group, events in flight and consumers on this host,
+        dead letters (what `svrnty-events stats` prints).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EventServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -209,6 +222,11 @@ def add_EventServiceServicer_to_server(servicer, server):
                     servicer.ResetProjection,
                     request_deserializer=svrnty_dot_events_dot_v1_dot_events__pb2.ResetProjectionRequest.FromString,
                     response_serializer=svrnty_dot_events_dot_v1_dot_events__pb2.ProjectionStatus.SerializeToString,
+            ),
+            'GetSubscriptionStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSubscriptionStats,
+                    request_deserializer=svrnty_dot_events_dot_v1_dot_events__pb2.SubscriptionStatsRequest.FromString,
+                    response_serializer=svrnty_dot_events_dot_v1_dot_events__pb2.SubscriptionStatsList.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -481,6 +499,33 @@ class EventService:
             '/svrnty.events.v1.EventService/ResetProjection',
             svrnty_dot_events_dot_v1_dot_events__pb2.ResetProjectionRequest.SerializeToString,
             svrnty_dot_events_dot_v1_dot_events__pb2.ProjectionStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSubscriptionStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/svrnty.events.v1.EventService/GetSubscriptionStats',
+            svrnty_dot_events_dot_v1_dot_events__pb2.SubscriptionStatsRequest.SerializeToString,
+            svrnty_dot_events_dot_v1_dot_events__pb2.SubscriptionStatsList.FromString,
             options,
             channel_credentials,
             insecure,
