@@ -92,9 +92,11 @@ async def served(tmp_path) -> AsyncIterator[str]:
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
         endpoint = None
+        seen: list[str] = []
         while endpoint is None:
             line = (await within(proc.stdout.readline(), 20)).decode()
-            assert line, "serve exited before printing its endpoint"
+            assert line, "serve exited before printing its endpoint:\n" + "".join(seen)
+            seen.append(line)
             if "endpoint:" in line:
                 endpoint = line.split("endpoint:")[1].strip()
         assert endpoint.startswith("grpc://127.0.0.1:")
