@@ -1238,9 +1238,10 @@ class EngineSemantics(_Kit):
 
 
 from .checkpoints import CheckpointConformance  # noqa: E402  (it builds on _Kit above)
+from .lags import LagConformance  # noqa: E402  (it builds on _Kit above)
 
 
 class StoreConformance(StorePrimitives, EngineSemantics, ScheduleConformance,
-                       CheckpointConformance):
-    """Both layers, the schedule primitives and semantics, and the projection checkpoints, run
-    against the store named by the ``event_store_config`` fixture."""
+                       CheckpointConformance, LagConformance):
+    """Both layers, the schedule primitives and semantics, the projection checkpoints and the
+    group lags, run against the store named by the ``event_store_config`` fixture."""
