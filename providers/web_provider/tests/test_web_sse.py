@@ -168,3 +168,35 @@ async def test_payload_line_breaks_survive(host, http):
     assert first.json["data"] == {"task_id": 1, "note": "a"}
     assert (second.json["data"], second.json["content_type"]) == (
         "AAr/", "application/octet-stream")
+
+
+async def test_an_older_event_version_arrives_upcast_with_its_version(http):
+    import msgspec
+
+    from svrnty_events import Event
+    from svrnty_events.events import record
+    from web_testkit import build_streaming
+
+    class WebUpcTaskNamed(Event, version=2):
+        title: str
+        priority: int
+
+    streaming = build_streaming()
+    streaming.register_event_types(WebUpcTaskNamed)
+
+    @streaming.upcaster("WebUpcTaskNamed", from_version=1)
+    def add_priority(payload: dict) -> dict:
+        return {**payload, "priority": 0}
+
+    async with streaming.run() as host:
+        v2 = record(WebUpcTaskNamed(title="new", priority=5), stream="tasks",
+                    correlation_id="wf-1")
+        # as version 1 wrote it: no version header, no priority
+        v1 = msgspec.structs.replace(record(WebUpcTaskNamed(title="old", priority=9),
+                                            stream="tasks", correlation_id="wf-1"),
+                                     data=b'{"title":"old"}', headers={})
+        await host.publish("tasks", [v1, v2], external=False)
+        async with sse(http, f"{base_url(host)}/subscriptions/all/events") as stream:
+            got = await stream.take(2)
+    assert [(m.json["version"], m.json["data"]) for m in got] == [
+        (2, {"title": "old", "priority": 0}), (2, {"title": "new", "priority": 5})]
