@@ -9,7 +9,6 @@ fetch returned (up to ``max_batch``), and every ``ack`` message settles many ids
 from __future__ import annotations
 
 import asyncio
-import math
 from datetime import datetime, timezone
 import hmac
 import logging
@@ -52,11 +51,6 @@ EVENT_SERVICE = pb.DESCRIPTOR.services_by_name["EventService"].full_name
 OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 #: BATCHED mode: default wait for a batch to fill
 DEFAULT_BATCH_DELAY = 0.010
-#: streaming mode: when the previous message went out less than this long ago (events arrive
-#: faster than one per this interval), gather what arrives for at most this long into one
-#: message, so the cost per event stops growing with the arrival rate; slower streams are sent
-#: at once
-COALESCE_WINDOW = 0.0005
 #: room left in a message for the envelope of a batch
 _MESSAGE_SLACK = 1024
 
@@ -257,14 +251,10 @@ class EventServicer(ProjectionAdmin, pb_grpc.EventServiceServicer):
                          settled: asyncio.Event, reader: asyncio.Future[str], batch_size: int,
                          batch_delay: float | None) -> str:
         loop = asyncio.get_running_loop()
-        last_sent = -math.inf
         while True:
             batch = await consumer.fetch(max_events=batch_size)
-            linger = batch_delay
-            if linger is None and loop.time() - last_sent < COALESCE_WINDOW:
-                linger = COALESCE_WINDOW
-            if linger is not None and len(batch) < batch_size and not consumer.completed:
-                deadline = loop.time() + linger
+            if batch_delay is not None and len(batch) < batch_size and not consumer.completed:
+                deadline = loop.time() + batch_delay
                 while len(batch) < batch_size and not consumer.completed:
                     remaining = deadline - loop.time()
                     if remaining <= 0:
@@ -276,7 +266,6 @@ class EventServicer(ProjectionAdmin, pb_grpc.EventServiceServicer):
                     batch.extend(more)
             if batch:
                 await self._send_batch(consumer, context, batch)
-                last_sent = loop.time()
             if consumer.completed:
                 terminal = next((d for d in batch if d.terminal), None)
                 await context.write(pb.SubscribeResponse(completed=pb.Completed(
