@@ -518,6 +518,10 @@ class EventStreamingHost:
         if headers:
             events = [msgspec.structs.replace(e, headers={**headers, **e.headers})
                       for e in events]
+        if workflow._schedules or events and (stream_cfg.workflow_timeout is not None
+                                              or stream_cfg.workflow_expiry is not None):
+            # saved first, anchored to the events: a crash after the append loses none
+            await lifecycle.before_append(self, stream_cfg, workflow, events)
         appended = await self._append(stream, events, workflow.version) if events else []
         if appended or workflow._schedules or workflow._cancels:
             await lifecycle.after_append(self, stream_cfg, workflow, appended)

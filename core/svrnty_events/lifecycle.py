@@ -1,7 +1,7 @@
 """What the host does around a command for long-running workflows: refuse to continue a
 closed workflow (expired, or with a terminal event), rebuild a declared workflow state, and,
-once the events are appended, store the handler's schedules and (re)arm the stream's timeout
-and expiry on the scheduler (:mod:`svrnty_events.scheduling`)."""
+around the append, store the handler's schedules and (re)arm the stream's timeout and
+expiry on the scheduler (:mod:`svrnty_events.scheduling`)."""
 
 from __future__ import annotations
 
@@ -19,10 +19,6 @@ from .workflow import Workflow
 
 if TYPE_CHECKING:
     from .host import EventStreamingHost
-
-
-def timeout_schedule_id(stream: str, workflow_id: str) -> str:
-    return f"timeout:{stream}:{workflow_id}"
 
 
 def expiry_schedule_id(stream: str, workflow_id: str) -> str:
@@ -122,42 +118,67 @@ def check_schedules(host: EventStreamingHost, workflow: Workflow) -> None:
         _require_schedules(host, "workflow.schedule()/cancel_scheduled()")
 
 
-async def after_append(host: EventStreamingHost, stream: StreamConfig, workflow: Workflow,
-                       appended: Sequence[RecordedEvent]) -> None:
-    """Store the handler's schedules and cancellations, and arm timeout and expiry."""
-    store = host.store
+def timeout_schedule_id(stream: str, workflow_id: str, version: int) -> str:
+    """A timeout per workflow version: the one armed by the command that brought the workflow
+    to ``version`` events (void once another event arrives)."""
+    return f"timeout:{stream}:{workflow_id}:{version}"
+
+
+async def before_append(host: EventStreamingHost, stream: StreamConfig, workflow: Workflow,
+                        events: Sequence[RecordedEvent]) -> None:
+    """Save the handler's schedules and arm timeout and expiry, before the command's events
+    are appended (a host that dies after the append then has them). Each schedule of a
+    command that appends is anchored to its last event: the scheduler fires it only once that
+    event is in the stream, and drops it when the append never happened."""
     now = time.time()
+    version = workflow.version + len(events)
+    anchor = events[-1].id if events else None
     schedules: list[Schedule] = []
     for schedule_id, event, due, headers in workflow._schedules:
         envelope = record(event, stream=stream.name, correlation_id=workflow.id,
                           headers=headers, event_id=schedule_event_id(schedule_id))
-        schedules.append(Schedule(schedule_id, due, envelope))
+        schedules.append(Schedule(schedule_id, due, envelope, anchor=anchor,
+                                  anchor_version=version, created=now))
+    if events and not _ends(stream, events):
+        if stream.workflow_timeout is not None:
+            # unanchored: its expected_version voids it unless the workflow stays at version
+            sid = timeout_schedule_id(stream.name, workflow.id, version)
+            schedules.append(Schedule(sid, now + stream.workflow_timeout, record(
+                _timeout_event(host, stream, version), stream=stream.name,
+                correlation_id=workflow.id, event_id=schedule_event_id(sid, version)),
+                expected_version=version))
+        if stream.workflow_expiry is not None and workflow.is_new:
+            sid = expiry_schedule_id(stream.name, workflow.id)
+            started = events[0].timestamp.timestamp()
+            schedules.append(Schedule(sid, started + stream.workflow_expiry, record(
+                WorkflowExpired(expiry=stream.workflow_expiry), stream=stream.name,
+                correlation_id=workflow.id, event_id=schedule_event_id(sid)),
+                anchor=anchor, anchor_version=version, created=now))
+    if schedules:
+        await host.store.save_schedules(schedules)
+
+
+async def after_append(host: EventStreamingHost, stream: StreamConfig, workflow: Workflow,
+                       appended: Sequence[RecordedEvent]) -> None:
+    """Once the events are in: the handler's cancellations, the previous timeout (void now)
+    and, after a terminal event, the expiry; wake the scheduler for the new schedules."""
+    store = host.store
     cancels = list(workflow._cancels)
     if appended:
-        terminal = set(stream.terminal_event_types)
-        if any(e.type in terminal for e in appended):
-            cancels += [timeout_schedule_id(stream.name, workflow.id),
-                        expiry_schedule_id(stream.name, workflow.id)]
-        else:
-            if stream.workflow_timeout is not None:
-                version = await store.correlation_version(stream.name, workflow.id)
-                sid = timeout_schedule_id(stream.name, workflow.id)
-                event = _timeout_event(host, stream, version)
-                schedules.append(Schedule(sid, now + stream.workflow_timeout, record(
-                    event, stream=stream.name, correlation_id=workflow.id,
-                    event_id=schedule_event_id(sid, version)), expected_version=version))
-            if stream.workflow_expiry is not None and workflow.is_new:
-                sid = expiry_schedule_id(stream.name, workflow.id)
-                started = appended[0].timestamp.timestamp()
-                schedules.append(Schedule(sid, started + stream.workflow_expiry, record(
-                    WorkflowExpired(expiry=stream.workflow_expiry), stream=stream.name,
-                    correlation_id=workflow.id, event_id=schedule_event_id(sid))))
+        if stream.workflow_timeout is not None and not workflow.is_new:
+            cancels.append(timeout_schedule_id(stream.name, workflow.id, workflow.version))
+        if _ends(stream, appended):
+            cancels.append(expiry_schedule_id(stream.name, workflow.id))
     for schedule_id in cancels:
         await store.cancel_schedule(schedule_id)
-    if schedules:
-        await store.save_schedules(schedules)
-        if host.scheduler is not None:
-            host.scheduler.wake()
+    if host.scheduler is not None and (workflow._schedules or appended and (
+            stream.workflow_timeout is not None or stream.workflow_expiry is not None)):
+        host.scheduler.wake()
+
+
+def _ends(stream: StreamConfig, events: Sequence[RecordedEvent]) -> bool:
+    terminal = stream.terminal_event_types
+    return bool(terminal) and any(e.type in terminal for e in events)
 
 
 def _timeout_event(host: EventStreamingHost, stream: StreamConfig, version: int) -> Event:

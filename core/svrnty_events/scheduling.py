@@ -14,6 +14,11 @@ Exactly once, across crashes and hosts:
 - a host *claims* due schedules (``claim_schedules``) with a lease: another host sharing the
   store skips them until the lease expires (the first host died), so one host fires each.
 
+- a command's schedules are saved *before* its events are appended, anchored to its last
+  event: a host that dies after the append has them already; one that dies before it (or a
+  command whose append fails) leaves schedules whose anchor never arrives, which the scheduler
+  drops (after ``anchor_grace`` seconds without it) instead of firing them.
+
 Due times: a running host fires a schedule within ``HostConfig.schedule_poll_interval``
 (0.5 s by default) plus the time of one append after it is due; see docs/workflows.md.
 """
@@ -61,6 +66,15 @@ class Schedule(msgspec.Struct, frozen=True):
     #: append only if the workflow still has this many events (a timeout is void once a new
     #: event arrived); None = append regardless
     expected_version: int | None = None
+    #: the id of the last event of the command that scheduled it, saved before that command's
+    #: events were appended: the schedule fires only once that event is in the stream (a
+    #: command that failed or whose host died before its append commits leaves none); None =
+    #: no condition
+    anchor: str | None = None
+    #: the workflow's event count once the anchoring command's events are in
+    anchor_version: int = 0
+    #: when it was saved (wall-clock seconds)
+    created: float = 0.0
 
     @property
     def stream(self) -> str:
@@ -145,16 +159,27 @@ class InProcessSchedules:
         return min((s.due for s, _, _ in table.values()), default=None)
 
 
+#: seconds a host's claim on due schedules lasts (another host takes them over after it, when
+#: the first died)
+LEASE = 30.0
+
+#: seconds a schedule waits for its anchor (the command's events) to be appended before the
+#: scheduler takes the command for failed and drops it
+ANCHOR_GRACE = 30.0
+
+
 class Scheduler:
     """The host's task that appends due scheduled events (one per host)."""
 
     def __init__(self, host: EventStreamingHost, *, poll_interval: float,
-                 lease: float = 30.0, batch: int = 100) -> None:
+                 lease: float | None = None, batch: int = 100,
+                 anchor_grace: float | None = None) -> None:
         self.host = host
         self.store = host.store
         self.poll_interval = poll_interval
-        self.lease = lease
+        self.lease = LEASE if lease is None else lease
         self.batch = batch
+        self.anchor_grace = ANCHOR_GRACE if anchor_grace is None else anchor_grace
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -203,7 +228,35 @@ class Scheduler:
             except TimeoutError:
                 pass
 
+    async def _anchored(self, schedule: Schedule) -> bool | None:
+        """Whether the command that saved ``schedule`` committed: True (fire it), False (it
+        never will: drop it), None (not yet: look again later)."""
+        if schedule.anchor is None:
+            return True
+        stream, workflow_id = schedule.stream, schedule.event.correlation_id
+        version = await self.store.correlation_version(stream, workflow_id)
+        if version >= schedule.anchor_version:
+            events = await self.store.read(stream, correlation_id=workflow_id)
+            if any(e.id == schedule.anchor for e in events):
+                return True
+            # retention removed some of the workflow's events: the anchor may be one of them
+            return len(events) < version
+        if time.time() - schedule.created < self.anchor_grace:
+            return None
+        return False
+
     async def _fire(self, schedule: Schedule) -> None:
+        anchored = await self._anchored(schedule)
+        if anchored is None:  # its command's append has not committed yet
+            await self.store.save_schedules([msgspec.structs.replace(
+                schedule, due=time.time() + min(self.poll_interval, 1.0))])
+            return
+        if not anchored:
+            log.warning("scheduler: dropping schedule %s of workflow %s: the command that "
+                        "scheduled it did not append its events", schedule.id,
+                        schedule.event.correlation_id)
+            await self.store.complete_schedules([(schedule.id, schedule.event.id)])
+            return
         event = msgspec.structs.replace(
             schedule.event, timestamp=utcnow(),
             headers={**schedule.event.headers, SCHEDULE_HEADER: schedule.id})

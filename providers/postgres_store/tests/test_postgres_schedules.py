@@ -41,3 +41,13 @@ async def test_a_host_killed_before_due_leaves_its_schedules_to_the_other(
     fired = await _fired(b, total)
     assert sorted(fired) == list(range(total))
     assert set(fired.values()) == {1}
+
+
+async def test_a_schedule_survives_a_sigkill_right_after_its_commands_append(
+        pg_url, schema, tmp_path):
+    """Saved before the append, anchored to the command's event: killed just after the append
+    it fires once; killed just before, neither event appears and the schedule is dropped."""
+    from svrnty_events.testing.hosts import check_schedules_survive_a_crash_around_the_append
+
+    await check_schedules_survive_a_crash_around_the_append(
+        tmp_path, "postgres", {"url": pg_url, "schema": schema})

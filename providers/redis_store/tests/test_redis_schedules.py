@@ -60,3 +60,13 @@ async def test_process_manager_sigkilled_sends_every_follow_up_once(redis_server
     assert outcome.kills >= 3
     print(f"redis: {outcome.kills} SIGKILLs, {outcome.runs}+ handler runs, "
           f"{outcome.seconds:.1f} s for {workflows} workflows")
+
+
+async def test_a_schedule_survives_a_sigkill_right_after_its_commands_append(
+        redis_server, key_prefix, tmp_path):
+    """Saved before the append, anchored to the command's event: killed just after the append
+    it fires once; killed just before, neither event appears and the schedule is dropped."""
+    from svrnty_events.testing.hosts import check_schedules_survive_a_crash_around_the_append
+
+    await check_schedules_survive_a_crash_around_the_append(
+        tmp_path, "redis", {"url": redis_server.url, "key_prefix": key_prefix})

@@ -7,7 +7,8 @@ import asyncio
 import time
 from collections import Counter
 
-from svrnty_events.testing.hosts import host_processes
+from svrnty_events.testing.hosts import check_schedules_survive_a_crash_around_the_append, \
+    host_processes
 
 
 async def test_sigkill_before_due_then_restart_appends_each_once(tmp_path):
@@ -35,3 +36,10 @@ async def test_sigkill_before_due_then_restart_appends_each_once(tmp_path):
         await third.wait_until(lambda: len(third.numbers()) >= total, 30)
         await asyncio.sleep(1.0)
         assert sorted(third.numbers()) == list(range(total))
+
+
+async def test_a_schedule_survives_a_sigkill_right_after_its_commands_append(tmp_path):
+    """Saved before the append, anchored to the command's event: killed just after the append
+    it fires once; killed just before, neither event appears and the schedule is dropped."""
+    await check_schedules_survive_a_crash_around_the_append(
+        tmp_path, "sqlite", {"path": str(tmp_path / "events.db")})
