@@ -341,7 +341,7 @@ KNOWN_CASES = [
 @given(st.lists(cases, min_size=1, max_size=4))
 @example(KNOWN_CASES)
 def test_garbage_on_the_subscribe_stream_gets_a_precise_status(cases_):
-    asyncio.run(within(run_example(cases_), 60))
+    asyncio.run(within(run_example(cases_), 180))
 
 
 # --- the same, one case at a time, where the events a bad consumer held must come back ------------
