@@ -160,11 +160,11 @@ class HostProcess:
                             20)
 
     def numbers(self, event: str = "acked", consumer: str | None = None,
-                type: str = "HostsScheduled") -> list[int]:
-        """``n`` of the events of ``type`` reported."""
+                type: str | None = None) -> list[int]:
+        """``n`` of the events reported (of ``type`` only, when given)."""
         return [n for r in self.reports if r["event"] == event
                 and (consumer is None or r["consumer"] == consumer)
-                for n, t in zip(r["n"], r["type"]) if t == type]
+                for n, t in zip(r["n"], r["type"]) if type is None or t == type]
 
     def deliveries(self, event: str = "acked") -> list[tuple[float, str, str, int, int]]:
         """(handed over at, consumer, correlation id, n, attempt) of every event reported."""
