@@ -83,6 +83,17 @@ class Outcome:
     sent: Counter[str]
     numbers: list[int]
 
+    def check_every_follow_up_sent_once(self, store: str, workflows: int) -> None:
+        """Assert every one of ``workflows`` got its follow-up exactly once, across at least
+        three SIGKILLs, and print the figures."""
+        assert len(self.started) == workflows
+        assert set(self.sent) == self.started  # none lost
+        assert set(self.sent.values()) == {1}  # none twice
+        assert self.numbers == list(range(workflows))
+        assert self.kills >= 3, "the host was hardly interrupted; the test proves little"
+        print(f"{store}: {self.kills} SIGKILLs, {self.runs}+ handler runs, "
+              f"{self.seconds:.1f} s for {workflows} workflows")
+
 
 async def sigkill_rounds(store: str, options: dict[str, Any], workflows: int, log_dir: Path,
                          *, seed: int = 20261202, kill_after: tuple[float, float] = (0.0, 0.25),

@@ -61,10 +61,4 @@ async def test_process_manager_sigkilled_sends_every_follow_up_once(pg_url, sche
     workflows = 1000
     outcome = await sigkill_rounds("postgres", {"url": pg_url, "schema": schema}, workflows,
                                    tmp_path, kill_after=(0.2, 1.5))
-    assert len(outcome.started) == workflows
-    assert set(outcome.sent) == outcome.started  # none lost
-    assert set(outcome.sent.values()) == {1}  # none twice
-    assert outcome.numbers == list(range(workflows))
-    assert outcome.kills >= 3, "the host was hardly interrupted; the test proves little"
-    print(f"postgres: {outcome.kills} SIGKILLs, {outcome.runs}+ handler runs, "
-          f"{outcome.seconds:.1f} s for {workflows} workflows")
+    outcome.check_every_follow_up_sent_once("postgres", workflows)
