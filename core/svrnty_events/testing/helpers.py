@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,6 +34,21 @@ def self_signed_certificate(directory: Path, name: str = "server") -> tuple[Path
 async def within(aw: Awaitable[T], timeout: float = TIMEOUT) -> T:
     """Await with a timeout, so a hung test fails instead of hanging."""
     return await asyncio.wait_for(aw, timeout)
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = TIMEOUT,
+                     interval: float = 0.02) -> Any:
+    """Await ``check()`` until it returns something truthy, and return that (state a system
+    under test reaches by itself, e.g. a provider settling what the far side confirmed).
+    TimeoutError after ``timeout`` seconds."""
+    async def loop() -> Any:
+        while True:
+            value = await check()
+            if value:
+                return value
+            await asyncio.sleep(interval)
+
+    return await within(loop(), timeout)
 
 
 async def collect(consumer: Any, count: int, *, timeout: float = TIMEOUT,

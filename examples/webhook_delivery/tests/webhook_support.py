@@ -15,6 +15,7 @@ from aiohttp import web
 
 from svrnty_events import EventStreaming, Event, Workflow
 from svrnty_events.events import record
+from svrnty_events.testing import eventually as _eventually
 from svrnty_events.testing import within
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # Standard Webhooks form: base64 after whsec_
@@ -184,15 +185,6 @@ def make_streaming(*endpoints: dict[str, Any], subscriptions: dict[str, dict[str
     return streaming
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = TIMEOUT,
-                     interval: float = 0.02) -> Any:
-    """Await ``check()`` until it returns something truthy (store state the provider settles
-    right after the receiver answered)."""
-    async def loop() -> Any:
-        while True:
-            value = await check()
-            if value:
-                return value
-            await asyncio.sleep(interval)
-
-    return await within(loop(), timeout)
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = TIMEOUT) -> Any:
+    """:func:`svrnty_events.testing.eventually` with this suite's default timeout."""
+    return await _eventually(check, timeout)

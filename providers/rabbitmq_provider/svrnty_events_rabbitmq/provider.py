@@ -117,6 +117,8 @@ class RabbitMQDeliveryProvider:
         self.routes: list[_Route] = []
         self.bridges: list[_Bridge] = []
         self._tasks: list[asyncio.Task[None]] = []
+        #: the loops publishing a batch or appending one right now
+        self._busy: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self._started = False
 
@@ -159,6 +161,11 @@ class RabbitMQDeliveryProvider:
                     with suppress(Exception):
                         await asyncio.wait_for(bridge.queue.cancel(bridge.consumer_tag),
                                                max(grace, 1.0))
+            # a loop waiting for events or messages stops now; one publishing or appending
+            # gets the grace to finish (its events are then settled)
+            for task in self._tasks:
+                if task not in self._busy:
+                    task.cancel()
             if self._tasks:
                 _, pending = await asyncio.wait(self._tasks, timeout=max(grace, 0.0))
                 for task in pending:
@@ -345,6 +352,7 @@ class RabbitMQDeliveryProvider:
                 if consumer.completed:
                     return
                 continue
+            self._busy.add(task := asyncio.current_task())  # type: ignore[arg-type]
             try:
                 await self._publish(route, batch)
             except Exception:
@@ -353,6 +361,8 @@ class RabbitMQDeliveryProvider:
                 log.exception("rabbitmq: publishing a batch of %s failed",
                               route.subscription.name)
                 await asyncio.sleep(ERROR_PAUSE)
+            finally:
+                self._busy.discard(task)
 
     def routing_key(self, route: _Route, delivery: Delivery) -> str:
         record = delivery.record
@@ -483,17 +493,12 @@ class RabbitMQDeliveryProvider:
 
     async def _inbound_loop(self, bridge: _Bridge) -> None:
         buffer = bridge.buffer
-        while True:
-            if self._stopping and buffer.empty():
-                return
-            try:
-                first = await asyncio.wait_for(buffer.get(), 0.5) if self._stopping \
-                    else await buffer.get()
-            except TimeoutError:
-                return
+        while not self._stopping:
+            first = await buffer.get()
             batch = [first]
             while len(batch) < bridge.prefetch and not buffer.empty():
                 batch.append(buffer.get_nowait())
+            self._busy.add(task := asyncio.current_task())  # type: ignore[arg-type]
             try:
                 await self._bridge_batch(bridge, batch)
             except (_Abandoned, *LINK_ERRORS) as exc:
@@ -502,10 +507,12 @@ class RabbitMQDeliveryProvider:
                             "redelivers them", bridge.options.queue, len(batch),
                             _reason(exc))
             except Exception:
-                log.exception("rabbitmq: queue %s: settling %d messages failed; they are "
-                              "redelivered when the channel closes", bridge.options.queue,
-                              len(batch))
+                log.exception("rabbitmq: queue %s: settling %d messages failed; they go "
+                              "back to the queue", bridge.options.queue, len(batch))
                 await asyncio.sleep(ERROR_PAUSE)
+                await _requeue(batch)
+            finally:
+                self._busy.discard(task)
 
     async def _bridge_batch(self, bridge: _Bridge, batch: list[AbstractIncomingMessage]) -> None:
         events, seen = [], set()
@@ -581,13 +588,28 @@ class RabbitMQDeliveryProvider:
 
 async def _ack_all(batch: Sequence[AbstractIncomingMessage]) -> None:
     """Ack every message of ``batch`` not yet settled: one ``multiple`` ack per channel (the
-    messages of one channel arrive, and are settled, in delivery-tag order)."""
+    messages of one channel arrive, and are settled, in delivery-tag order). A batch may hold
+    messages of a channel lost meanwhile: those cannot be acked (the broker redelivers them, and
+    the append of the copy is a no-op), which must not keep the others unacked."""
     last: dict[int, AbstractIncomingMessage] = {}
     for message in batch:
         if not message.processed:
             last[id(message.channel)] = message
+    lost: BaseException | None = None
     for message in last.values():
-        await message.ack(multiple=True)
+        try:
+            await message.ack(multiple=True)
+        except LINK_ERRORS as exc:
+            lost = exc
+    if lost is not None:
+        raise lost
+
+
+async def _requeue(batch: Sequence[AbstractIncomingMessage]) -> None:
+    for message in batch:
+        if not message.processed:
+            with suppress(Exception):
+                await message.nack(requeue=True)
 
 
 def _reason(exc: BaseException) -> str:

@@ -12,6 +12,7 @@ import aio_pika
 import msgspec
 
 from svrnty_events import Event, EventStreaming, Workflow
+from svrnty_events.testing import eventually as _eventually
 from svrnty_events.testing import within
 
 TIMEOUT = 60.0
@@ -70,19 +71,6 @@ def service_b(url: str, exchange: str, queue: str, folder: Path, **inbound: Any
     return streaming
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = TIMEOUT,
-                     interval: float = 0.05) -> Any:
-    """Await ``check()`` until it returns something truthy."""
-    async def loop() -> Any:
-        while True:
-            value = await check()
-            if value:
-                return value
-            await asyncio.sleep(interval)
-
-    return await within(loop(), timeout)
-
-
 async def drain(url: str, queue: str, count: int, timeout: float = TIMEOUT
                 ) -> list[aio_pika.abc.AbstractIncomingMessage]:
     """Consume and ack ``count`` messages of ``queue`` (waiting for them)."""
@@ -101,3 +89,8 @@ async def drain(url: str, queue: str, count: int, timeout: float = TIMEOUT
 
         await within(take(), timeout)
     return got
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = TIMEOUT) -> Any:
+    """:func:`svrnty_events.testing.eventually` with this suite's default timeout."""
+    return await _eventually(check, timeout)

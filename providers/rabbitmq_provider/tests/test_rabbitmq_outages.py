@@ -10,7 +10,8 @@ from pathlib import Path
 import aio_pika
 from rabbitmq_support import RabbitOrderPlaced, drain, eventually, service_a, service_b
 
-from svrnty_events import EventStreamingHost
+from svrnty_events import EventStreaming, EventStreamingHost
+from svrnty_events.config import StoreConfig
 from svrnty_events.events import record
 
 WORKFLOWS = 20
@@ -68,6 +69,46 @@ async def test_broker_restart_mid_stream_every_event_arrives_once_in_order(
         assert await a.dead_letters("to-rabbitmq") == []
         await asyncio.sleep(0.5)  # a late duplicate from the broker would show up here
         assert len(await b.read("orders")) == total
+
+
+async def test_a_host_stopped_while_the_broker_is_down_keeps_what_it_did_not_publish(
+        own_rabbitmq, names, tmp_path: Path):
+    """Host A (SQLite) holds events it cannot publish, stops within its grace while the broker
+    is down, and publishes them when it starts again: nothing is lost."""
+    url = own_rabbitmq.url
+
+    def host_a() -> EventStreaming:
+        streaming = service_a(url, names["exchange"])
+        streaming.config.store = StoreConfig(plugin="sqlite",
+                                             options={"path": str(tmp_path / "a.db")})
+        streaming.config.streams[0].type = "persistent"
+        return streaming
+
+    async with await aio_pika.connect(url) as connection:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(names["exchange"], "topic", durable=True)
+        queue = await channel.declare_queue(names["queue"], durable=True)
+        await queue.bind(exchange, "#")
+    published = []
+    async with host_a().run(grace=2.0) as a:
+        published += await a.publish("orders", batch(0, 50), external=False)
+        await eventually(lambda: settled(a))
+        await asyncio.to_thread(own_rabbitmq.stop)
+        published += await a.publish("orders", batch(50, 50), external=False)
+        provider = a.providers["rabbitmq"]
+
+        async def held() -> bool:
+            return provider.stats()["outbound"]["to-rabbitmq"]["broker_down"]
+
+        await eventually(held)
+        stopping = asyncio.get_running_loop().time()
+    assert asyncio.get_running_loop().time() - stopping < 30  # the grace, not the outage
+    await asyncio.to_thread(own_rabbitmq.start)
+    async with host_a().run() as a:
+        await eventually(lambda: settled(a))
+        assert await a.dead_letters("to-rabbitmq") == []
+    got = await drain(url, names["queue"], 100, timeout=120)
+    assert {m.message_id for m in got} == {e.id for e in published}
 
 
 async def test_messages_the_broker_refuses_stay_in_the_engine(rabbitmq, names):
