@@ -45,6 +45,33 @@ class LatencyHistogram:
             series = self.series[label_value] = ([0] * (len(self.buckets) + 1), [0.0])
         return series
 
+    def record_span(self, label_value: str, values: Iterable[float], count: int,
+                    first: float, last: float) -> None:
+        """Record ``count`` samples of a batch whose values run from ``first`` to ``last``
+        (monotonically, as latencies of events in stream order, or durations of deliveries in
+        hand-over order). When both ends fall in one bucket, so does every sample between
+        them: the bucket gets ``count`` and the sum ``count * (first + last) / 2`` without a
+        look at each sample. Otherwise each of ``values`` is bisected."""
+        counts, total = self.series_for(label_value)
+        buckets = self.buckets
+        if first < 0.0:
+            first = 0.0
+        if last < 0.0:
+            last = 0.0
+        low, high = (first, last) if first <= last else (last, first)
+        index = bisect_left(buckets, low)
+        if index == len(buckets) or high <= buckets[index]:
+            counts[index] += count
+            total[0] += count * (first + last) / 2.0
+            return
+        summed = 0.0
+        for value in values:
+            if value < 0.0:
+                value = 0.0
+            counts[bisect_left(buckets, value)] += 1
+            summed += value
+        total[0] += summed
+
     def collect(self) -> Iterable[Metric]:
         family = HistogramMetricFamily(self.name, self.documentation, labels=[self.label])
         for label_value, (counts, total) in self.series.items():
@@ -133,28 +160,24 @@ class HostMetrics:
 
     @hookimpl
     def events_delivered(self, subscription: str, deliveries: Sequence[Delivery]) -> None:
-        # per event: a timestamp, a bisect and two additions (the delivery path pays this)
+        # the delivery path pays this: the latency of the batch's two ends (its events are in
+        # stream order), one look at each event only when they straddle a bucket bound
+        if not deliveries:
+            return
         now = time.time()
-        counts, total = self.delivery_latency.series_for(subscription)
-        buckets = self.delivery_latency.buckets
-        first = 0
-        latencies = 0.0
-        for d in deliveries:
-            if d.attempt <= 1:
-                first += 1
-            latency = now - d.record.timestamp.timestamp()
-            if latency < 0.0:
-                latency = 0.0
-            counts[bisect_left(buckets, latency)] += 1
-            latencies += latency
-        total[0] += latencies
+        count = len(deliveries)
+        self.delivery_latency.record_span(
+            subscription, (now - d.record.timestamp.timestamp() for d in deliveries), count,
+            now - deliveries[0].record.timestamp.timestamp(),
+            now - deliveries[-1].record.timestamp.timestamp())
+        redelivered = len([d for d in deliveries if d.attempt > 1])
         delivered = self.delivered
-        if first:
+        if redelivered < count:
             key = (subscription, "first")
-            delivered[key] = delivered.get(key, 0) + first
-        if first < len(deliveries):
+            delivered[key] = delivered.get(key, 0) + count - redelivered
+        if redelivered:
             key = (subscription, "redelivery")
-            delivered[key] = delivered.get(key, 0) + len(deliveries) - first
+            delivered[key] = delivered.get(key, 0) + redelivered
 
     @hookimpl
     def events_acked(self, subscription: str, deliveries: Sequence[Delivery]) -> None:
@@ -167,19 +190,20 @@ class HostMetrics:
         self._handled(subscription, deliveries)
 
     def _handled(self, subscription: str, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
         now = time.time()
-        counts, total = self.handler_duration.series_for(subscription)
-        buckets = self.handler_duration.buckets
-        durations = 0.0
-        for d in deliveries:
-            handed_at = d.handed_at
-            if handed_at:  # 0.0: handed over before this host was observed
-                duration = now - handed_at
-                if duration < 0.0:
-                    duration = 0.0
-                counts[bisect_left(buckets, duration)] += 1
-                durations += duration
-        total[0] += durations
+        first, last = deliveries[0].handed_at, deliveries[-1].handed_at
+        if first and last:  # settled in hand-over order, as the in-process iterator does
+            self.handler_duration.record_span(
+                subscription, (now - d.handed_at for d in deliveries if d.handed_at),
+                len(deliveries), now - first, now - last)
+            return
+        # 0.0: handed over before this host was observed; those are not measured
+        durations = [now - d.handed_at for d in deliveries if d.handed_at]
+        if durations:
+            self.handler_duration.record_span(subscription, durations, len(durations),
+                                              durations[0], durations[-1])
 
     @hookimpl
     def events_dead_lettered(self, subscription: str, events: Sequence[RecordedEvent]) -> None:

@@ -301,3 +301,31 @@ def test_the_kernel_imports_no_opentelemetry() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env,
                             timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr.decode()
+
+
+def test_a_batch_is_bucketed_as_its_samples_one_by_one() -> None:
+    """record_span (both ends in one bucket: one increment for the batch) gives the same bucket
+    counts as bisecting each sample, for batches in order, and the sum within the batch's
+    spread."""
+    import random
+    from bisect import bisect_left
+
+    from svrnty_events_telemetry.metrics import LATENCY_BUCKETS, LatencyHistogram
+
+    rng = random.Random(7)
+    histogram = LatencyHistogram("h", "doc", "subscription")
+    expected = [0] * (len(LATENCY_BUCKETS) + 1)
+    true_sum = 0.0
+    for n in range(2000):
+        start = rng.choice([0.0, 0.0004, 0.0009, 0.003, 0.2, 400.0]) + rng.random() * 0.001
+        size = rng.randint(1, 300)
+        values = sorted((start + rng.random() * rng.choice([1e-5, 1e-3, 0.1])
+                         for _ in range(size)), reverse=n % 2 == 0)
+        histogram.record_span("s", iter(values), size, values[0], values[-1])
+        for v in values:
+            expected[bisect_left(LATENCY_BUCKETS, v)] += 1
+        true_sum += sum(values)
+    counts, total = histogram.series["s"]
+    assert counts == expected
+    assert sum(counts) == sum(expected)
+    assert abs(total[0] - true_sum) <= 0.01 * true_sum
