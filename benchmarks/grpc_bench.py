@@ -44,12 +44,15 @@ async def finish_worker(proc: asyncio.subprocess.Process, timeout: float = 300) 
             await proc.wait()
 
 
-async def ours(n: int, rate: int | None = None) -> dict:
+async def ours(n: int, rate: int | None = None, consumers: int = 1) -> dict:
     s = streaming(window=2000)
     s.add_delivery("grpc", port=0, max_batch=500)
     async with s.run() as host:
         target = f"127.0.0.1:{host.providers['grpc'].port}"
-        args = ["ours", target, "sub0", str(n)] + (["latency"] if rate else [])
+        if consumers > 1:
+            args = ["many", target, "sub0", str(n), str(consumers)]
+        else:
+            args = ["ours", target, "sub0", str(n)] + (["latency"] if rate else [])
         proc = await start_worker(*args)
         with Stopwatch() as sw:
             if rate is None:
@@ -115,6 +118,14 @@ async def run(quick: bool, progress) -> list[Result]:  # type: ignore[no-untyped
                baseline="raw grpc.aio 100 events/msg", baseline_events_per_s=raw_batch,
                ratio=rate / raw_batch),
     ]
+    # many remote consumers sharing one exclusive subscription (one process, a channel each)
+    for consumers in (10, 100):
+        progress(f"gRPC: ours, {consumers} remote consumers sharing the subscription")
+        many = await ours(n, consumers=consumers)
+        many_rate = many["count"] / many["elapsed"]
+        results.append(Result(f"gRPC {consumers} remote consumers, acked", many_rate,
+                              baseline="1 remote consumer", baseline_events_per_s=rate,
+                              ratio=many_rate / rate))
     seconds = 1.0 if quick else 3.0
     # paced: where the per-event cost would turn into queueing, p99 climbs steeply
     for paced_rate in (1_000, 5_000, 20_000):

@@ -2,6 +2,7 @@
 
     python -m benchmarks.grpc_worker ours TARGET SUBSCRIPTION COUNT [latency]
     python -m benchmarks.grpc_worker raw TARGET COUNT
+    python -m benchmarks.grpc_worker many TARGET SUBSCRIPTION COUNT CONSUMERS
 
 Prints ``ready`` once subscribed, then one JSON line with what it measured."""
 
@@ -34,6 +35,45 @@ async def ours(target: str, subscription: str, count: int, latency: bool) -> dic
     return {"count": seen, "elapsed": elapsed, "latencies_ns": samples}
 
 
+async def many(target: str, subscription: str, count: int, consumers: int) -> dict:
+    """``consumers`` gRPC streams (one channel each, consumer ids ``bench-remote-N``) sharing
+    the work of an exclusive subscription until ``count`` events were acked in all."""
+    from svrnty_events_grpc.client import EventClient
+
+    seen = 0
+    done = asyncio.Event()
+    opened = 0
+    all_open = asyncio.Event()
+    start: float | None = None
+
+    async def consume(i: int) -> None:
+        nonlocal seen, opened, start
+        async with EventClient(target) as client:
+            async with client.subscribe(subscription, f"bench-remote-{i}",
+                                        window=max(2000 // consumers, 20)) as deliveries:
+                opened += 1
+                if opened == consumers:
+                    all_open.set()
+                async for _ in deliveries:
+                    if start is None:
+                        start = time.perf_counter()
+                    seen += 1
+                    if seen >= count:
+                        done.set()
+                    if done.is_set():
+                        break
+
+    tasks = [asyncio.create_task(consume(i)) for i in range(consumers)]
+    await asyncio.wait_for(all_open.wait(), 120)
+    print("ready", flush=True)
+    await done.wait()
+    elapsed = time.perf_counter() - (start or time.perf_counter())
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return {"count": seen, "elapsed": elapsed, "latencies_ns": []}
+
+
 async def raw(target: str, count: int) -> dict:
     import grpc
 
@@ -57,6 +97,8 @@ def main() -> None:
     if mode == "ours":
         result = asyncio.run(ours(sys.argv[2], sys.argv[3], int(sys.argv[4]),
                                   len(sys.argv) > 5 and sys.argv[5] == "latency"))
+    elif mode == "many":
+        result = asyncio.run(many(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])))
     else:
         result = asyncio.run(raw(sys.argv[2], int(sys.argv[3])))
     print(json.dumps(result), flush=True)
