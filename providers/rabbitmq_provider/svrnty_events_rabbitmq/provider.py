@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 import time
 from collections.abc import Sequence
 from contextlib import suppress
@@ -281,6 +282,12 @@ class RabbitMQDeliveryProvider:
                 raise ConfigError(path, f"cannot use {shown}: {_reason(exc)}",
                                   source=source) from None
             except (OSError, TimeoutError, aiormq.exceptions.AMQPConnectionError) as exc:
+                if _tls_failure(exc):
+                    # a certificate the client does not trust, a host name it does not match,
+                    # a port that does not speak TLS: waiting does not help
+                    raise ConfigError(path, f"TLS with the broker at {shown} failed: "
+                                      f"{_reason(exc)} (amqps:// URLs take cafile=, certfile=, "
+                                      "keyfile= parameters)", source=source) from None
                 if time.monotonic() + options.reconnect_interval >= deadline:
                     raise ConfigError(path, f"cannot reach the broker at {shown} within "
                                       f"{options.connect_timeout}s (connect_timeout): "
@@ -610,6 +617,16 @@ async def _requeue(batch: Sequence[AbstractIncomingMessage]) -> None:
         if not message.processed:
             with suppress(Exception):
                 await message.nack(requeue=True)
+
+
+def _tls_failure(exc: BaseException) -> bool:
+    """True for an ssl.SSLError, also as aiormq wraps it (AMQPConnectionError(errno, text))."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError) or "[SSL" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _reason(exc: BaseException) -> str:

@@ -54,7 +54,8 @@ def _amqp_ready(port: int) -> bool:
 class RabbitMQServer:
     """One RabbitMQ node on fixed loopback ports and a fixed folder."""
 
-    def __init__(self, folder: Path, port: int | None = None) -> None:
+    def __init__(self, folder: Path, port: int | None = None,
+                 tls: tuple[Path, Path] | None = None) -> None:
         script = find_rabbitmq_server()
         if script is None:
             raise FileNotFoundError("rabbitmq-server")
@@ -64,11 +65,21 @@ class RabbitMQServer:
         self.dist_port = free_port()
         self.epmd_port = free_port()
         self.node = f"svrnty-{uuid.uuid4().hex[:8]}@localhost"
+        #: (certificate, key): also listen for AMQP over TLS on ``tls_port``
+        self.tls = tls
+        self.tls_port = free_port() if tls else None
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    @property
+    def tls_url(self) -> str:
+        """``amqps://`` to the TLS listener, trusting the test certificate (aiormq's
+        ``cafile`` URL parameter)."""
+        assert self.tls is not None, "started without tls"
+        return f"amqps://guest:guest@127.0.0.1:{self.tls_port}/?cafile={self.tls[0]}"
 
     @property
     def log_file(self) -> Path:
@@ -105,7 +116,13 @@ class RabbitMQServer:
             "loopback_users.guest = true\n"
             # tests fill queues quickly; the default 50 MB free-disk alarm would block them on a
             # small disk
-            "disk_free_limit.absolute = 1MB\n")
+            "disk_free_limit.absolute = 1MB\n"
+            + (f"listeners.ssl.default = 127.0.0.1:{self.tls_port}\n"
+               f"ssl_options.cacertfile = {self.tls[0]}\n"
+               f"ssl_options.certfile = {self.tls[0]}\n"
+               f"ssl_options.keyfile = {self.tls[1]}\n"
+               "ssl_options.verify = verify_none\n"
+               "ssl_options.fail_if_no_peer_cert = false\n" if self.tls else ""))
         out = open(self.log_file, "ab")
         try:
             self.proc = subprocess.Popen([self.script], env=self._env(), stdout=out,

@@ -16,8 +16,17 @@ from svrnty_events_rabbitmq.server import running_rabbitmq  # noqa: E402
 
 @pytest.fixture(scope="session")
 def rabbitmq(tmp_path_factory: pytest.TempPathFactory):
-    """One broker for the session; each test uses exchanges and queues of its own."""
-    with running_rabbitmq(tmp_path_factory.mktemp("rabbitmq")) as server:
+    """One broker for the session (also listening on TLS when openssl can make a test
+    certificate); each test uses exchanges and queues of its own."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("rabbitmq")
+    tls = None
+    if shutil.which("openssl") is not None:
+        from svrnty_events.testing import self_signed_certificate
+
+        tls = self_signed_certificate(folder, "broker")
+    with running_rabbitmq(folder / "node", tls=tls) as server:
         yield server
 
 

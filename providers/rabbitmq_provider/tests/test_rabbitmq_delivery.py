@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import aio_pika
+import pytest
 from rabbitmq_support import (
     PlaceRabbitOrder,
     RabbitOrderPlaced,
@@ -176,3 +177,18 @@ async def test_a_poison_message_goes_to_the_dead_letter_exchange_with_its_reason
                                                                      "rejected": 3}
         await asyncio.sleep(0)
         assert Counter(await stream_ids(b)) == {"evt-good": 1}
+
+
+async def test_amqps_end_to_end(rabbitmq, names, tmp_path: Path):
+    if rabbitmq.tls is None:
+        pytest.skip("openssl is needed to make the broker's test certificate")
+    url = rabbitmq.tls_url
+    b_streaming = service_b(url, names["exchange"], names["queue"], tmp_path)
+    async with service_a(url, names["exchange"]).run() as a, b_streaming.run() as b:
+        result = await a.send(PlaceRabbitOrder(order_id=1, total=3.0))
+
+        async def arrived() -> list[str]:
+            return await stream_ids(b)
+
+        assert await eventually(arrived) == [result.events[0].id]
+        assert "cafile" not in " ".join(a.providers["rabbitmq"].endpoints())

@@ -140,3 +140,12 @@ async def test_a_second_route_of_the_same_subscription_needs_its_own_consumer_id
     assert error.path == "delivery.rabbitmq"
     assert "outbound[1]: outbound[0] already publishes" in str(error)
     assert "consumer_id" in str(error)
+
+
+async def test_a_broker_certificate_the_client_does_not_trust(rabbitmq):
+    if rabbitmq.tls is None:
+        pytest.skip("openssl is needed to make the broker's test certificate")
+    untrusted = rabbitmq.tls_url.split("?", 1)[0]
+    error = await start_fails(service_a(untrusted, "x"))
+    assert error.path == "delivery.rabbitmq.url"
+    assert "TLS with the broker" in str(error) and "CERTIFICATE_VERIFY_FAILED" in str(error)
