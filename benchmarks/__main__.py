@@ -18,7 +18,7 @@ SCENARIOS = {"inprocess": inprocess}
 
 def _optional() -> None:
     for name in ("grpc_bench", "stores", "peer", "consumers", "telemetry_bench",
-                 "rabbitmq_bench"):
+                 "rabbitmq_bench", "hosts_bench"):
         try:
             module = __import__(f"benchmarks.{name}", fromlist=["run"])
         except ImportError as exc:
