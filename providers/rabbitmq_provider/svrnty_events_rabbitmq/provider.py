@@ -196,8 +196,10 @@ class RabbitMQDeliveryProvider:
                   for b in self.bridges)]
 
     def stats(self) -> dict[str, Any]:
-        """Counters: per route events published (confirmed) and refused by the broker, per
-        bridge messages appended and rejected to the dead-letter exchange."""
+        """Counters: per route events published (confirmed) and refused by the broker, and
+        whether it waits for the broker now; per bridge messages appended (a redelivered copy
+        counts again, though the stream keeps the event once) and rejected to the dead-letter
+        exchange."""
         return {"outbound": {r.subscription.name: {"published": r.published,
                                                     "refused": r.refused,
                                                     "broker_down": r.down_since is not None}
