@@ -2,7 +2,7 @@
 
     python -m benchmarks.grpc_worker ours TARGET SUBSCRIPTION COUNT [latency]
     python -m benchmarks.grpc_worker raw TARGET COUNT
-    python -m benchmarks.grpc_worker many TARGET SUBSCRIPTION COUNT CONSUMERS
+    python -m benchmarks.grpc_worker share TARGET SUBSCRIPTION CONSUMERS
 
 Prints ``ready`` once subscribed, then one JSON line with what it measured."""
 
@@ -35,43 +35,46 @@ async def ours(target: str, subscription: str, count: int, latency: bool) -> dic
     return {"count": seen, "elapsed": elapsed, "latencies_ns": samples}
 
 
-async def many(target: str, subscription: str, count: int, consumers: int) -> dict:
-    """``consumers`` gRPC streams (one channel each, consumer ids ``bench-remote-N``) sharing
-    the work of an exclusive subscription until ``count`` events were acked in all."""
+async def share(target: str, subscription: str, consumers: int) -> None:
+    """``consumers`` gRPC streams (a channel each, consumer ids ``bench-PID-N``) sharing the
+    work of an exclusive subscription. Prints ``ready`` once all are open, then the count of
+    events received and acked so far whenever it changed (every 20 ms at most), until stdin
+    closes."""
+    import os
+
     from svrnty_events_grpc.client import EventClient
 
     seen = 0
-    done = asyncio.Event()
     opened = 0
     all_open = asyncio.Event()
-    start: float | None = None
 
     async def consume(i: int) -> None:
-        nonlocal seen, opened, start
+        nonlocal seen, opened
         async with EventClient(target) as client:
-            async with client.subscribe(subscription, f"bench-remote-{i}",
+            async with client.subscribe(subscription, f"bench-{os.getpid()}-{i}",
                                         window=max(2000 // consumers, 20)) as deliveries:
                 opened += 1
                 if opened == consumers:
                     all_open.set()
                 async for _ in deliveries:
-                    if start is None:
-                        start = time.perf_counter()
                     seen += 1
-                    if seen >= count:
-                        done.set()
-                    if done.is_set():
-                        break
 
     tasks = [asyncio.create_task(consume(i)) for i in range(consumers)]
     await asyncio.wait_for(all_open.wait(), 120)
     print("ready", flush=True)
-    await done.wait()
-    elapsed = time.perf_counter() - (start or time.perf_counter())
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    eof = asyncio.ensure_future(reader.read())
+    last = -1
+    while not eof.done():
+        if seen != last:
+            last = seen
+            print(seen, flush=True)
+        await asyncio.wait([eof], timeout=0.02)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    return {"count": seen, "elapsed": elapsed, "latencies_ns": []}
 
 
 async def raw(target: str, count: int) -> dict:
@@ -97,8 +100,9 @@ def main() -> None:
     if mode == "ours":
         result = asyncio.run(ours(sys.argv[2], sys.argv[3], int(sys.argv[4]),
                                   len(sys.argv) > 5 and sys.argv[5] == "latency"))
-    elif mode == "many":
-        result = asyncio.run(many(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])))
+    elif mode == "share":
+        asyncio.run(share(sys.argv[2], sys.argv[3], int(sys.argv[4])))
+        return
     else:
         result = asyncio.run(raw(sys.argv[2], int(sys.argv[3])))
     print(json.dumps(result), flush=True)
