@@ -14,7 +14,7 @@ import grpc
 
 from svrnty_events.events import record
 
-from .common import Result, Stopwatch, Tick, latency_stats, streaming
+from .common import CountingWorkers, Result, Stopwatch, Tick, latency_stats, streaming
 
 ROOT = Path(__file__).resolve().parent.parent
 PAYLOAD = b'{"n":12345,"sent_ns":0}'
@@ -52,48 +52,15 @@ async def shared(n: int, processes: int, per_process: int) -> float:
     s.add_delivery("grpc", port=0, max_batch=500)
     async with s.run() as host:
         target = f"127.0.0.1:{host.providers['grpc'].port}"
-        procs = [await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "benchmarks.grpc_worker", "share", target, "sub0",
-            str(per_process), cwd=str(ROOT), stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE) for _ in range(processes)]
-        try:
-            for p in procs:
-                line = await asyncio.wait_for(p.stdout.readline(), 120)
-                if line.strip() != b"ready":
-                    raise RuntimeError(f"benchmark worker did not start: {line!r}")
-            counts = [0] * processes
-            reached = asyncio.Event()
-
-            async def follow(i: int, p: asyncio.subprocess.Process) -> None:
-                while True:
-                    line = await p.stdout.readline()
-                    if not line:
-                        return
-                    counts[i] = int(line)
-                    if sum(counts) >= n:
-                        reached.set()
-
-            followers = [asyncio.create_task(follow(i, p)) for i, p in enumerate(procs)]
+        argv = ["benchmarks.grpc_worker", "share", target, "sub0", str(per_process)]
+        async with CountingWorkers([argv] * processes) as workers:
             batch = [record(Tick(n=i), stream="s0", correlation_id="bench") for i in range(n)]
             started = time.perf_counter()
             for i in range(0, n, 500):
                 await host.publish("s0", batch[i:i + 500], external=False)
                 await asyncio.sleep(0)
-            await asyncio.wait_for(reached.wait(), 300)
-            elapsed = time.perf_counter() - started
-            for task in followers:
-                task.cancel()
-            return n / elapsed
-        finally:
-            for p in procs:
-                if p.stdin is not None:
-                    p.stdin.close()
-            for p in procs:
-                try:
-                    await asyncio.wait_for(p.wait(), 30)
-                except TimeoutError:
-                    p.kill()
-                    await p.wait()
+            await workers.wait_total(n)
+            return n / (time.perf_counter() - started)
 
 
 async def ours(n: int, rate: int | None = None) -> dict:

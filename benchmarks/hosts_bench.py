@@ -4,22 +4,17 @@ in the stream; alternating rounds, medians compared."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import statistics
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import svrnty_events_redis  # noqa: F401  (skipped when the plugin is not installed)
 
 from svrnty_events import StreamType
 
-from .common import Result, streaming, ticks
+from .common import CountingWorkers, Result, streaming, ticks
 from .redis_server import redis_server
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 async def _round(url: str, hosts: int, n: int) -> float:
@@ -31,55 +26,15 @@ async def _round(url: str, hosts: int, n: int) -> float:
     async with s.run() as host:  # fills the stream; consumes nothing
         for i in range(0, n, 1000):
             await host.publish("s0", events[i:i + 1000], external=False)
-    procs = [await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "benchmarks.hosts_worker", "redis", json.dumps(options), "sub0",
-        cwd=str(ROOT), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
-        for _ in range(hosts)]
-    try:
-        for p in procs:
-            line = await asyncio.wait_for(p.stdout.readline(), 60)
-            if line.strip() != b"ready":
-                raise RuntimeError(f"benchmark host did not start: {line!r}")
-        counts = [0] * hosts
+    argv = ["benchmarks.hosts_worker", "redis", json.dumps(options), "sub0"]
+    async with CountingWorkers([argv] * hosts, ready_timeout=60) as workers:
         started = time.perf_counter()
-        for p in procs:
-            p.stdin.write(b"go\n")
-            await p.stdin.drain()
-
-        async def follow(i: int, p: asyncio.subprocess.Process) -> None:
-            while sum(counts) < n:
-                line = await p.stdout.readline()
-                if not line:
-                    raise RuntimeError("a benchmark host exited")
-                counts[i] = int(line)
-
-        followers = [asyncio.create_task(follow(i, p)) for i, p in enumerate(procs)]
-        while sum(counts) < n:
-            done, _ = await asyncio.wait(followers, timeout=300,
-                                         return_when=asyncio.FIRST_COMPLETED)
-            if not done:
-                raise RuntimeError("the hosts did not consume every event in 300 s")
-            for task in done:
-                task.result()
-                followers.remove(task)
-            if not followers:
-                break
+        await workers.send(b"go\n")
+        total = await workers.wait_total(n)
         elapsed = time.perf_counter() - started
-        for task in followers:
-            task.cancel()
-        if sum(counts) != n:
-            raise RuntimeError(f"consumed {sum(counts)} events of {n}")
+        if total != n:
+            raise RuntimeError(f"consumed {total} events of {n}")
         return n / elapsed
-    finally:
-        for p in procs:
-            if p.stdin is not None and not p.stdin.is_closing():
-                p.stdin.close()
-        for p in procs:
-            try:
-                await asyncio.wait_for(p.wait(), 30)
-            except TimeoutError:
-                p.kill()
-                await p.wait()
 
 
 async def run(quick: bool, progress) -> list[Result]:  # type: ignore[no-untyped-def]
