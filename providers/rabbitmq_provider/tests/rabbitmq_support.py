@@ -71,6 +71,17 @@ def service_b(url: str, exchange: str, queue: str, folder: Path, **inbound: Any
     return streaming
 
 
+async def bind_queue(url: str, exchange: str, queue: str, key: str = "#",
+                     arguments: dict[str, Any] | None = None) -> None:
+    """Declare ``exchange`` (topic, durable) and ``queue`` (durable, with ``arguments``), bound
+    with ``key``: a receiver of what a host publishes, read with :func:`drain`."""
+    async with await aio_pika.connect(url) as connection:
+        channel = await connection.channel()
+        ex = await channel.declare_exchange(exchange, "topic", durable=True)
+        q = await channel.declare_queue(queue, durable=True, arguments=arguments)
+        await q.bind(ex, key)
+
+
 async def drain(url: str, queue: str, count: int, timeout: float = TIMEOUT
                 ) -> list[aio_pika.abc.AbstractIncomingMessage]:
     """Consume and ack ``count`` messages of ``queue`` (waiting for them)."""

@@ -11,6 +11,7 @@ import pytest
 from rabbitmq_support import (
     PlaceRabbitOrder,
     RabbitOrderPlaced,
+    bind_queue,
     drain,
     eventually,
     service_a,
@@ -19,7 +20,6 @@ from rabbitmq_support import (
 
 from svrnty_events import EventStreamingHost
 from svrnty_events.events import record
-from svrnty_events.testing import within
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -65,15 +65,10 @@ async def test_a_command_on_host_a_reaches_a_subscription_of_host_b(rabbitmq, na
 
 
 async def test_the_message_carries_the_envelope_in_its_properties(rabbitmq, names):
-    async with await aio_pika.connect(rabbitmq.url) as connection:
-        channel = await connection.channel()
-        exchange = await channel.declare_exchange(names["exchange"], "topic", durable=True)
-        queue = await channel.declare_queue(names["queue"], exclusive=True)
-        await queue.bind(exchange, "#")
-        async with service_a(rabbitmq.url, names["exchange"]).run() as a:
-            result = await a.send(PlaceRabbitOrder(order_id=7, total=1.5,
-                                                   traceparent=TRACEPARENT))
-            message = await within(_get(queue), 30)
+    await bind_queue(rabbitmq.url, names["exchange"], names["queue"])
+    async with service_a(rabbitmq.url, names["exchange"]).run() as a:
+        result = await a.send(PlaceRabbitOrder(order_id=7, total=1.5, traceparent=TRACEPARENT))
+        [message] = await drain(rabbitmq.url, names["queue"], 1)
         event = result.events[0]
         assert message.message_id == event.id
         assert message.correlation_id == result.workflow_id
@@ -89,27 +84,14 @@ async def test_the_message_carries_the_envelope_in_its_properties(rabbitmq, name
         assert message.body == event.data  # the event's JSON as it is stored
 
 
-async def _get(queue: aio_pika.abc.AbstractQueue) -> aio_pika.abc.AbstractIncomingMessage:
-    while True:
-        message = await queue.get(fail=False)
-        if message is not None:
-            await message.ack()
-            return message
-        await asyncio.sleep(0.05)
-
-
 async def test_routing_key_template(rabbitmq, names):
-    async with await aio_pika.connect(rabbitmq.url) as connection:
-        channel = await connection.channel()
-        exchange = await channel.declare_exchange(names["exchange"], "topic", durable=True)
-        queue = await channel.declare_queue(names["queue"], exclusive=True)
-        await queue.bind(exchange, "billing.*.wf-9")
-        async with service_a(rabbitmq.url, names["exchange"],
-                             routing_key="billing.{type}.{correlation_id}").run() as a:
-            await a.publish("orders", [record(RabbitOrderPlaced(order_id=1, total=1.0),
-                                              stream="orders", correlation_id="wf-9")],
-                            external=False)
-            message = await within(_get(queue), 30)
+    await bind_queue(rabbitmq.url, names["exchange"], names["queue"], "billing.*.wf-9")
+    async with service_a(rabbitmq.url, names["exchange"],
+                         routing_key="billing.{type}.{correlation_id}").run() as a:
+        await a.publish("orders", [record(RabbitOrderPlaced(order_id=1, total=1.0),
+                                          stream="orders", correlation_id="wf-9")],
+                        external=False)
+        [message] = await drain(rabbitmq.url, names["queue"], 1)
         assert message.routing_key == "billing.RabbitOrderPlaced.wf-9"
 
 

@@ -8,7 +8,14 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import aio_pika
-from rabbitmq_support import RabbitOrderPlaced, drain, eventually, service_a, service_b
+from rabbitmq_support import (
+    RabbitOrderPlaced,
+    bind_queue,
+    drain,
+    eventually,
+    service_a,
+    service_b,
+)
 
 from svrnty_events import EventStreaming, EventStreamingHost
 from svrnty_events.config import StoreConfig
@@ -84,11 +91,7 @@ async def test_a_host_stopped_while_the_broker_is_down_keeps_what_it_did_not_pub
         streaming.config.streams[0].type = "persistent"
         return streaming
 
-    async with await aio_pika.connect(url) as connection:
-        channel = await connection.channel()
-        exchange = await channel.declare_exchange(names["exchange"], "topic", durable=True)
-        queue = await channel.declare_queue(names["queue"], durable=True)
-        await queue.bind(exchange, "#")
+    await bind_queue(url, names["exchange"], names["queue"])
     published = []
     async with host_a().run(grace=2.0) as a:
         published += await a.publish("orders", batch(0, 50), external=False)
@@ -115,12 +118,8 @@ async def test_messages_the_broker_refuses_stay_in_the_engine(rabbitmq, names):
     """A full queue with overflow = reject-publish makes the broker nack publishes: those
     events are not acked in the engine and are published again once there is room."""
     url, total = rabbitmq.url, 20
-    async with await aio_pika.connect(url) as connection:
-        channel = await connection.channel()
-        exchange = await channel.declare_exchange(names["exchange"], "topic", durable=True)
-        queue = await channel.declare_queue(names["queue"], durable=True, arguments={
-            "x-max-length": 5, "x-overflow": "reject-publish"})
-        await queue.bind(exchange, "#")
+    await bind_queue(url, names["exchange"], names["queue"],
+                     arguments={"x-max-length": 5, "x-overflow": "reject-publish"})
     async with service_a(url, names["exchange"]).run() as a:
         published = await a.publish("orders", batch(0, total), external=False)
         provider = a.providers["rabbitmq"]
