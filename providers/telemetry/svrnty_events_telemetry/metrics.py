@@ -190,20 +190,18 @@ class HostMetrics:
         self._handled(subscription, deliveries)
 
     def _handled(self, subscription: str, deliveries: Sequence[Delivery]) -> None:
+        # settled in hand-over order, as the in-process iterator does: measured from both ends
         if not deliveries:
             return
         now = time.time()
-        first, last = deliveries[0].handed_at, deliveries[-1].handed_at
-        if first and last:  # settled in hand-over order, as the in-process iterator does
-            self.handler_duration.record_span(
-                subscription, (now - d.handed_at for d in deliveries if d.handed_at),
-                len(deliveries), now - first, now - last)
-            return
-        # 0.0: handed over before this host was observed; those are not measured
-        durations = [now - d.handed_at for d in deliveries if d.handed_at]
-        if durations:
-            self.handler_duration.record_span(subscription, durations, len(durations),
-                                              durations[0], durations[-1])
+        if not (deliveries[0].handed_at and deliveries[-1].handed_at):
+            # 0.0: handed over before this host was observed; those are not measured
+            deliveries = [d for d in deliveries if d.handed_at]
+            if not deliveries:
+                return
+        self.handler_duration.record_span(
+            subscription, (now - d.handed_at for d in deliveries if d.handed_at),
+            len(deliveries), now - deliveries[0].handed_at, now - deliveries[-1].handed_at)
 
     @hookimpl
     def events_dead_lettered(self, subscription: str, events: Sequence[RecordedEvent]) -> None:
