@@ -29,7 +29,12 @@ class _EventMeta(type(msgspec.Struct)):  # type: ignore[misc]
             raise TypeError(f"class {name}: version must be an integer >= 1, got {version!r}")
         cls = super().__new__(mcls, name, bases, namespace, **kwargs)
         cls.__event_version__ = version
+        if version != 1:
+            _EventMeta.versioned = True
         return cls
+
+    #: an Event class of a version other than 1 was defined in this process
+    versioned = False
 
 
 class Event(msgspec.Struct, kw_only=True, metaclass=_EventMeta):
@@ -74,6 +79,7 @@ class EventTypes:
 
     def __init__(self, classes: Any = ()) -> None:
         self._by_name: dict[str, type] = {}
+        self._versioned = False  # a class of a version other than 1 was added
         #: upcasters of stored payloads, applied by :meth:`upcast`
         self.upcasters = Upcasters()
         for cls in classes:
@@ -83,6 +89,8 @@ class EventTypes:
         name = event_type_name(cls)
         _check_one_definition(name, self._by_name.get(name), cls)
         self._by_name[name] = cls
+        if event_version(cls) != 1:
+            self._versioned = True
 
     def get(self, name: str) -> type | None:
         return self._by_name.get(name) or lookup_event_type(name)
@@ -92,6 +100,12 @@ class EventTypes:
 
     def __contains__(self, name: str) -> bool:
         return name in self._by_name
+
+    @property
+    def all_version_one(self) -> bool:
+        """True while every class known here, or to the process-wide registry, is version 1
+        (what lets a claim skip the version check of each event's class)."""
+        return not (self._versioned or _EventMeta.versioned)
 
     def current_version(self, name: str) -> int | None:
         """The version of the class of this type name, None if no class is known."""

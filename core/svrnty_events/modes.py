@@ -386,6 +386,10 @@ _Holds = dict  # key -> consumer -> (count held, visibility deadline of the late
 
 
 def _per_partition(events: Sequence[RecordedEvent]) -> dict[int, int]:
+    if not events:
+        return {}
+    if len({e.partition for e in events}) == 1:  # the usual case: a claim from one partition
+        return {events[0].partition: len(events)}
     counts: dict[int, int] = {}
     for e in events:
         p = e.partition

@@ -119,7 +119,12 @@ def upcast_claimed(event_types: Any, taken: list[tuple[str, list[Any]]]
     # version 1 (no version header) and the class is version 1 (or not known here)
     plain = not event_types.upcasters
     versions: dict[str, int] = {}
+    # every class at version 1: only an event stored with a version header needs a look
+    # (checked a whole claim at once)
+    quick = plain and event_types.all_version_one
     for group, claimed in taken:
+        if quick and not [c for c in claimed if VERSION_HEADER in c.event.headers]:
+            continue
         bad: set[int] = set()
         for i, c in enumerate(claimed):
             if plain and VERSION_HEADER not in c.event.headers:

@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from contextlib import suppress
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from ..config import DeliverySemantics, StreamType, SubscriptionConfig
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from .engine import SubscriptionEngine, SubscriptionRuntime
 
 log = logging.getLogger("svrnty_events.subscriptions")
+_attempt = attrgetter("attempt")
 
 #: automatic acks wait at most this long for others to go in one store call
 ACK_FLUSH_INTERVAL = 0.05
@@ -287,9 +289,11 @@ class Consumer:
         """Deliveries that were to be handed over and were not: back to the buffer's front."""
         held = self.held
         for d in reversed(deliveries):
-            d.settled = False
-            held.setdefault(d.record.id, d)
-            self.prefetched.appendleft(d)
+            # unsettled only if no newer delivery of the event took its place (a delivery
+            # that is not settled is always the one ``held`` has)
+            d.settled = held.setdefault(d.record.id, d) is not d
+            if not d.settled:
+                self.prefetched.appendleft(d)
 
     def _hand_over_later(self, job: asyncio.Future[Any], rest: list[Delivery]) -> None:
         if job.cancelled() or job.exception() is not None:
@@ -466,17 +470,21 @@ class Consumer:
         max_attempts = config.max_delivery_attempts
         mode = self.runtime.mode
         store, sub, me = self._store, self.subscription, self.consumer_id
-        deliveries: list[Delivery] = []
+        # by event id, in claim order: what goes to ``held`` and ``prefetched``
+        new: dict[str, Delivery] = {}
         expired: list[tuple[str, Claimed]] = []
         leftover: dict[str, list[str]] = {}
         terminal = self.terminal_event_types
         closed = self.closed
+        plain = not (terminal or closed or self.completed)
         now = asyncio.get_running_loop().time()
         unreadable = upcast_claimed(self.engine.event_types, taken)
         for group, claimed in taken:
-            if not (terminal or closed or self.completed) and (
-                    not max_attempts or all(c.attempt <= max_attempts for c in claimed)):
-                deliveries += [Delivery(c.event, c.attempt, self, group, now) for c in claimed]
+            if not claimed:
+                continue
+            if plain and (not max_attempts or max(map(_attempt, claimed)) <= max_attempts):
+                new.update({c.event.id: Delivery(c.event, c.attempt, self, group, now)
+                            for c in claimed})
                 continue
             for c in claimed:
                 if self.completed or closed:
@@ -488,13 +496,12 @@ class Consumer:
                     if terminal and c.event.type in terminal:
                         d.terminal = True
                         self.completed = True
-                    deliveries.append(d)
+                    new[c.event.id] = d
         # tracked before any await: nothing claimed can be lost (at-most-once deliveries are
         # settled when they leave the buffer, see take)
         held = self.held
         superseded: list[Delivery] = []
-        new = {d.record.id: d for d in deliveries}
-        if held.keys() & new.keys():
+        if held and not held.keys().isdisjoint(new):
             for event_id in held.keys() & new.keys():
                 # handed to this consumer again (its deadline passed): the old delivery is
                 # over, its ack or nack must not settle the new one
@@ -502,16 +509,17 @@ class Consumer:
                 old.settled = True
                 superseded.append(old)
         held.update(new)
+        deliveries = new.values()
         if superseded:
             gone = {id(d) for d in superseded}
             if any(id(d) in gone for d in self.prefetched):
                 self.prefetched = deque(d for d in self.prefetched if id(d) not in gone)
-        if self._tracking and deliveries:
+        if self._tracking and new:
             mode.delivered(me, [d.record for d in deliveries])
         if superseded:
             self._settled(superseded)
         self.prefetched.extend(deliveries)
-        if deliveries:
+        if new:
             self._arm_refresh()
         for group, ids in leftover.items():  # never seen by code: no attempt counted
             await self._quietly(store.release(sub, group, me, event_ids=ids, unseen=ids),
@@ -531,8 +539,8 @@ class Consumer:
                     "dead-letter") and (observers := self.engine.observers) is not None:
                 observers.events_dead_lettered(subscription=sub, consumer_id=me,
                                                events=[c.event], reason=reason)
-        self.delivered_count += len(deliveries)
-        if mode.receipts and deliveries:
+        self.delivered_count += len(new)
+        if mode.receipts and new:
             await self._quietly(store.record_receipts(sub, me, [d.record.id for d in deliveries],
                                                       read=False), "record receipts")
 
@@ -665,6 +673,7 @@ class Consumer:
 
     async def _ack_held(self, by_group: dict[str, list[Delivery]]) -> None:
         held = self.held
+        taken: list[tuple[str, list[Delivery], list[str]]] = []
         for group, known in by_group.items():
             ids = []
             for d in known:
@@ -672,6 +681,14 @@ class Consumer:
                 event_id = d.record.id
                 del held[event_id]
                 ids.append(event_id)
+            taken.append((group, known, ids))
+        await self._send_acks(taken)
+
+    async def _send_acks(self, taken: list[tuple[str, list[Delivery], list[str]]]) -> None:
+        """Ack, per group, deliveries already marked settled and taken out of ``held``. Those
+        of a group the store refused, or not sent yet when the caller was cancelled, are
+        held again (unsettled); an ack already sent runs to its end."""
+        for i, (group, known, ids) in enumerate(taken):
             # once sent, an ack runs to its end even if the caller is cancelled meanwhile:
             # the store may apply it, so the consumer must not think it still holds them
             job = eager.start(self._store.ack(self.subscription, group, self.consumer_id, ids))
@@ -679,9 +696,12 @@ class Consumer:
                 await asyncio.shield(job)
             except asyncio.CancelledError:
                 job.add_done_callback(lambda j, known=known: self._ack_done(j, known))
+                for _, rest, _ in taken[i + 1:]:
+                    self._unsettle(rest)
                 raise
             except BaseException:
-                self._unsettle(known)
+                for _, rest, _ in taken[i:]:
+                    self._unsettle(rest)
                 raise
             self._settled(known)
             self._observe_acked(known)
@@ -690,9 +710,10 @@ class Consumer:
                                                   read=True)
 
     def _unsettle(self, known: list[Delivery]) -> None:
-        for d in known:  # not acked: still held, so a retry can ack them
-            d.settled = False
-            self.held.setdefault(d.record.id, d)
+        held = self.held
+        for d in known:  # not acked: still held, so a retry can ack them (unless a newer
+            # delivery of the event took its place: a delivery not settled is the one held)
+            d.settled = held.setdefault(d.record.id, d) is not d
 
     def _ack_done(self, job: asyncio.Future[Any], known: list[Delivery]) -> None:
         # the ack of a cancelled caller finished
@@ -759,7 +780,8 @@ class Consumer:
         """Ack ``delivery`` soon, in one batch with others: with the next claim, or by an
         engine task ``ACK_FLUSH_INTERVAL`` after the first deferred one, whatever the loop body
         is doing: how the in-process iterator auto-acks without a store round trip per event,
-        and without holding the acks of a slow loop body."""
+        and without holding the acks of a slow loop body. Each delivery at most once (the
+        flush relies on it)."""
         if not delivery.settled:  # still held? checked by the flush
             if not self._deferred_acks:
                 self._arm_flush(ACK_FLUSH_INTERVAL)
@@ -794,20 +816,39 @@ class Consumer:
             self._flush_timer = None
         deferred, self._deferred_acks = self._deferred_acks, []
         held = self.held
-        by_group: dict[str, list[Delivery]] = {}
-        for d in deferred:  # each deferred once (see ack_later)
-            if not d.settled and held.get(d.record.id) is d:
-                known = by_group.get(d.group)
-                if known is None:
-                    by_group[d.group] = [d]
-                else:
-                    known.append(d)
-        if by_group:
+        taken: list[tuple[str, list[Delivery], list[str]]] = []
+        # a delivery that is not settled is the one ``held`` has (see _unsettle): the check
+        # per event is its flag
+        pending = [d for d in deferred if not d.settled]  # each deferred once (ack_later)
+        if pending and (not self._partitioned or len({d.group for d in pending}) == 1):
+            # one group (a partitioned consumer's acks are usually those of one claim)
+            for d in pending:
+                d.settled = True
+            ids = [d.record.id for d in pending]
+            if len(ids) == len(held):
+                held.clear()
+            else:
+                for event_id in ids:
+                    del held[event_id]
+            taken.append((pending[0].group, pending, ids))
+        else:
+            by_group: dict[str, tuple[str, list[Delivery], list[str]]] = {}
+            for d in pending:
+                d.settled = True
+                event_id = d.record.id
+                del held[event_id]
+                entry = by_group.get(d.group)
+                if entry is None:
+                    entry = by_group[d.group] = (d.group, [], [])
+                    taken.append(entry)
+                entry[1].append(d)
+                entry[2].append(event_id)
+        if taken:
             self._last_seen = asyncio.get_running_loop().time()
             try:
-                await self._ack_held(by_group)
+                await self._send_acks(taken)
             except BaseException:
-                # not acked (still held): keep them for the next flush or the close
+                # not acked (held again): kept for the next flush or the close
                 self._deferred_acks[:0] = [d for d in deferred
                                            if self.held.get(d.record.id) is d]
                 raise

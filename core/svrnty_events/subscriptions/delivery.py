@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import msgspec
+
 from ..errors import UnknownDeliveryError
 from ..events import RecordedEvent
 from ..store import processed_key
@@ -26,27 +28,26 @@ def check_delay(delay: float | None) -> None:
                          f"got {delay!r}")
 
 
-class Delivery:
-    """One hand-over of an event to a consumer."""
+class Delivery(msgspec.Struct, eq=False):
+    """One hand-over of an event to a consumer.
 
-    __slots__ = ("record", "attempt", "consumer", "group", "settled", "terminal", "claimed_at",
-                 "handed_at", "_event")
+    ``Delivery(record, attempt, consumer, group, claimed_at)``. A msgspec Struct for its
+    construction cost: one per event handed over. Compared by identity.
+    """
 
-    def __init__(self, record: RecordedEvent, attempt: int, consumer: Consumer,
-                 group: str, claimed_at: float = 0.0) -> None:
-        self.record = record
-        self.attempt = attempt
-        self.consumer = consumer
-        #: the delivery group the event was claimed from (a partition's, in consumer_group)
-        self.group = group
-        #: when (loop time) its visibility deadline was last set: claimed or extended
-        self.claimed_at = claimed_at
-        self.settled = False
-        self.terminal = False
-        #: when (epoch seconds) it was handed to the consumer's code; set only on a host whose
-        #: plugins observe deliveries (0.0 otherwise)
-        self.handed_at = 0.0
-        self._event: Any = None
+    record: RecordedEvent
+    attempt: int
+    consumer: Consumer
+    #: the delivery group the event was claimed from (a partition's, in consumer_group)
+    group: str
+    #: when (loop time) its visibility deadline was last set: claimed or extended
+    claimed_at: float = 0.0
+    settled: bool = False
+    terminal: bool = False
+    #: when (epoch seconds) it was handed to the consumer's code; set only on a host whose
+    #: plugins observe deliveries (0.0 otherwise)
+    handed_at: float = 0.0
+    _event: Any = None
 
     # envelope
     @property

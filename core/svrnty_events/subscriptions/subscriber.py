@@ -9,7 +9,7 @@ from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConsumerClosedError
-from .consumer import Consumer
+from .consumer import ACK_FLUSH_INTERVAL, Consumer
 from .delivery import Delivery
 
 if TYPE_CHECKING:
@@ -46,11 +46,15 @@ class Subscriber:
         self.auto_ack = auto_ack
         self.consumer: Consumer | None = None
         self._last: Delivery | None = None
+        #: automatic acks, at least once, no observers: __anext__'s short step applies
+        self._plain = False
 
     async def open(self) -> Consumer:
         if self.consumer is None:
-            self.consumer = await self._engine.open_consumer(
+            self.consumer = consumer = await self._engine.open_consumer(
                 self._subscription, self._consumer_id, **self._options)
+            self._plain = (self.auto_ack and not consumer.at_most_once
+                           and consumer.engine.observers is None)
             weakref.finalize(self, _abandon, self._engine, self.consumer,
                              asyncio.get_running_loop())
         return self.consumer
@@ -78,6 +82,18 @@ class Subscriber:
 
     async def __anext__(self) -> Delivery:
         consumer = self.consumer
+        if self._plain and consumer is not None and consumer.prefetched and not consumer.closed:
+            # the common step, kept short (it runs once per event): automatic acks, settled
+            # after the hand-over, no observers; Consumer.ack_later inlined (a delivery that
+            # was settled meanwhile is skipped by the flush)
+            last = self._last
+            if last is not None:
+                deferred = consumer._deferred_acks
+                if not deferred:
+                    consumer._arm_flush(ACK_FLUSH_INTERVAL)
+                deferred.append(last)
+            self._last = delivery = consumer.prefetched.popleft()
+            return delivery
         if consumer is None:
             consumer = await self.open()
         if consumer.closed:  # what was prefetched was released with the consumer

@@ -500,13 +500,23 @@ class MemoryStore(InProcessSchedules, EventStore):
             elif filter.partition is not None and s.parts is not None:
                 part = s.parts[filter.partition]  # that partition's events only
                 i, n = bisect_left(part, g.cursor), len(part)
-                matches = filter.matches
-                while i < n and len(claimed) < max_count:
-                    seq = part[i]
-                    i += 1
-                    e = events[seq - base]
-                    if matches(e):
-                        take(seq, e)
+                if filter.event_types is None and filter.correlation_id is None:
+                    # every one of them matches: first hand-overs, as above
+                    stop = min(n, i + room)
+                    for seq in part[i:stop]:
+                        e = events[seq - base]
+                        inflight[e.id] = _InFlight(seq, consumer_id, deadline, 1)
+                        ids.append(e.id)
+                        claimed.append(Claimed(e, 1))
+                    i = stop
+                else:
+                    matches = filter.matches
+                    while i < n and len(claimed) < max_count:
+                        seq = part[i]
+                        i += 1
+                        e = events[seq - base]
+                        if matches(e):
+                            take(seq, e)
                 g.cursor = part[i] if i < n else end
             else:
                 matches = filter.matches
