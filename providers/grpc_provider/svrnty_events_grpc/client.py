@@ -13,6 +13,7 @@ one message, so a fast consumer settles hundreds of events per round trip.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import math
 import uuid
 from collections import deque
@@ -70,6 +71,33 @@ class Published(NamedTuple):
     sequence: int
 
 
+#: channel arguments of a client on the server's machine: a small HTTP/2 receive window
+#: (room for the message being read and 1 KiB more) without bandwidth-delay probing, which only
+#: grows the window. A client that falls behind then holds up the server's next write, and the
+#: server sends everything that became ready meanwhile in one message, instead of a queue of
+#: small messages that each cost both processes a read or write (about 60 µs apiece in
+#: grpc.aio). Across a network a large window is what keeps the link busy, so only loopback
+#: targets get these.
+LOOPBACK_OPTIONS: tuple[tuple[str, Any], ...] = (("grpc.http2.bdp_probe", 0),
+                                                 ("grpc.http2.lookahead_bytes", 1024))
+
+
+def is_loopback(address: str) -> bool:
+    """Whether a ``HOST:PORT`` address (or ``unix:PATH``) is on this machine's loopback."""
+    if address.startswith(("unix:", "unix-abstract:")):
+        return True
+    host = address.rsplit(":", 1)[0] if not address.startswith("[") else \
+        address[1:address.find("]")]
+    if host.startswith("ipv4:") or host.startswith("ipv6:"):
+        host = host[5:]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def parse_target(target: str) -> tuple[str, bool | None]:
     """``HOST:PORT``, ``grpc://HOST:PORT`` or ``grpcs://HOST:PORT`` -> (address, tls or None)."""
     if target.startswith("grpcs://"):
@@ -85,6 +113,8 @@ class EventClient(ProjectionClient):
     ``target`` is ``HOST:PORT`` (or an endpoint as the host banner prints it, ``grpc://...`` /
     ``grpcs://...``). TLS is used with ``root_certificates`` (PEM bytes), a ``grpcs://`` target
     or ``tls=True`` (system roots). ``token`` is sent as ``authorization: Bearer TOKEN``.
+    ``options`` are grpc channel arguments; on a loopback target :data:`LOOPBACK_OPTIONS` are
+    added unless ``options`` sets the same keys.
     """
 
     def __init__(self, target: str, *, token: str | None = None,
@@ -101,6 +131,9 @@ class EventClient(ProjectionClient):
         self.root_certificates = root_certificates
         self._options = [("grpc.max_receive_message_length", max_message_bytes),
                          ("grpc.max_send_message_length", max_message_bytes), *options]
+        if is_loopback(self.address):
+            given = {key for key, _ in options}
+            self._options += [o for o in LOOPBACK_OPTIONS if o[0] not in given]
         self._channel: grpc.aio.Channel | None = None
         self._stub: pb_grpc.EventServiceStub | None = None
 
