@@ -13,6 +13,7 @@ one message, so a fast consumer settles hundreds of events per round trip.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import math
 import uuid
 from collections import deque
@@ -43,8 +44,6 @@ ACK_DELAY = 0.002
 #: how long closing waits for the server to end the stream after unsubscribe
 CLOSE_TIMEOUT = 5.0
 
-_TIMED_OUT = object()
-
 _DELIVERY_MODES = {"immediate": pb.DELIVERY_MODE_IMMEDIATE, "batched": pb.DELIVERY_MODE_BATCHED}
 
 
@@ -72,6 +71,33 @@ class Published(NamedTuple):
     sequence: int
 
 
+#: channel arguments of a client on the server's machine: a small HTTP/2 receive window
+#: (room for the message being read and 1 KiB more) without bandwidth-delay probing, which only
+#: grows the window. A client that falls behind then holds up the server's next write, and the
+#: server sends everything that became ready meanwhile in one message, instead of a queue of
+#: small messages that each cost both processes a read or write (about 60 µs apiece in
+#: grpc.aio). Across a network a large window is what keeps the link busy, so only loopback
+#: targets get these.
+LOOPBACK_OPTIONS: tuple[tuple[str, Any], ...] = (("grpc.http2.bdp_probe", 0),
+                                                 ("grpc.http2.lookahead_bytes", 1024))
+
+
+def is_loopback(address: str) -> bool:
+    """Whether a ``HOST:PORT`` address (or ``unix:PATH``) is on this machine's loopback."""
+    if address.startswith(("unix:", "unix-abstract:")):
+        return True
+    host = address.rsplit(":", 1)[0] if not address.startswith("[") else \
+        address[1:address.find("]")]
+    if host.startswith("ipv4:") or host.startswith("ipv6:"):
+        host = host[5:]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def parse_target(target: str) -> tuple[str, bool | None]:
     """``HOST:PORT``, ``grpc://HOST:PORT`` or ``grpcs://HOST:PORT`` -> (address, tls or None)."""
     if target.startswith("grpcs://"):
@@ -87,6 +113,8 @@ class EventClient(ProjectionClient):
     ``target`` is ``HOST:PORT`` (or an endpoint as the host banner prints it, ``grpc://...`` /
     ``grpcs://...``). TLS is used with ``root_certificates`` (PEM bytes), a ``grpcs://`` target
     or ``tls=True`` (system roots). ``token`` is sent as ``authorization: Bearer TOKEN``.
+    ``options`` are grpc channel arguments; on a loopback target :data:`LOOPBACK_OPTIONS` are
+    added unless ``options`` sets the same keys.
     """
 
     def __init__(self, target: str, *, token: str | None = None,
@@ -103,6 +131,9 @@ class EventClient(ProjectionClient):
         self.root_certificates = root_certificates
         self._options = [("grpc.max_receive_message_length", max_message_bytes),
                          ("grpc.max_send_message_length", max_message_bytes), *options]
+        if is_loopback(self.address):
+            given = {key for key, _ in options}
+            self._options += [o for o in LOOPBACK_OPTIONS if o[0] not in given]
         self._channel: grpc.aio.Channel | None = None
         self._stub: pb_grpc.EventServiceStub | None = None
 
@@ -396,7 +427,11 @@ class RemoteSubscriber:
     With ``auto_ack=True`` each delivery is acked when the loop asks for the next one, and
     nacked (with the exception as reason) if the loop body raised inside ``async with``.
     Iteration ends when a terminal event completed the consumer; it raises RemoteError when the
-    server ends the stream with an error status.
+    server ends the stream with an error status (after the deliveries that came before it).
+
+    One reader task takes the server's messages into a buffer as they come (a message costs
+    one read, however many events it carries, and no task of its own), and one writer task
+    sends the acks, nacks and heartbeats.
     """
 
     def __init__(self, client: EventClient, request: pb.Subscribe, *, auto_ack: bool,
@@ -416,11 +451,20 @@ class RemoteSubscriber:
         self._acks: list[str] = []
         self._control: list[pb.SubscribeRequest] = []
         self._unsubscribe = False
-        self._wake = asyncio.Event()
+        #: resolved when the writer has something to send (set while it waits)
+        self._wake: asyncio.Future[None] | None = None
         self._writer: asyncio.Task[None] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        #: resolved when the reader added to the buffer or the stream ended (set while the
+        #: iterator waits for it)
+        self._arrived: asyncio.Future[None] | None = None
+        #: the stream ended (the reader is done); the buffer may still hold deliveries
+        self._stream_ended = False
+        #: why the stream ended, if not with status OK
+        self._error: RemoteError | None = None
+        #: the iterator reached the end of the stream (after every buffered delivery)
         self._ended = False
         self._closed = False
-        self._read_task: asyncio.Future[Any] | None = None
         self._held: dict[str, RemoteDelivery] = {}
         #: ``process`` spans when svrnty-events-telemetry is installed and a tracer provider
         #: is configured in this process (else None: nothing is traced)
@@ -439,12 +483,22 @@ class RemoteSubscriber:
             raise RemoteError.from_rpc(exc) from None
         except asyncio.InvalidStateError:
             pass  # the call already ended: read() below raises its status
-        response = await self._read()
-        if response is None or response.WhichOneof("response") != "subscribed":
+        try:
+            response = await self._call.read()
+        except grpc.aio.AioRpcError as exc:
+            self._ended = self._stream_ended = True
+            raise RemoteError.from_rpc(exc) from None
+        if response is grpc.aio.EOF:
+            self._ended = self._stream_ended = True
+            code = await self._call.code()
+            if code != grpc.StatusCode.OK:
+                raise RemoteError(code, await self._call.details())
+        if response is grpc.aio.EOF or response.WhichOneof("response") != "subscribed":
             self._call.cancel()
             raise RemoteError(grpc.StatusCode.INTERNAL,
                               "protocol: expected `subscribed` as the first response")
         self.subscribed = response.subscribed
+        self._reader = asyncio.ensure_future(self._read_loop())
         self._writer = asyncio.ensure_future(self._write_loop(
             max(response.subscribed.heartbeat_timeout_seconds / 3, 0.05)))
         return self.subscribed
@@ -472,16 +526,17 @@ class RemoteSubscriber:
             self._spans.end_consumer(self.subscription, self.consumer_id, "unsubscribed")
         call = self._call
         try:
-            if self._writer is not None and not self._ended:
+            if self._writer is not None and not self._stream_ended:
                 self._unsubscribe = True
-                self._wake.set()
+                self._poke()
                 with suppress(asyncio.TimeoutError, TimeoutError, Exception):
                     await asyncio.wait_for(asyncio.shield(self._writer), CLOSE_TIMEOUT)
-                # drain to the status, so the acks are processed before the call goes away
-                with suppress(asyncio.TimeoutError, TimeoutError, Exception):
-                    await asyncio.wait_for(self._drain(), CLOSE_TIMEOUT)
+                # read to the status, so the acks are processed before the call goes away
+                if self._reader is not None:
+                    with suppress(asyncio.TimeoutError, TimeoutError, Exception):
+                        await asyncio.wait_for(asyncio.shield(self._reader), CLOSE_TIMEOUT)
         finally:
-            for task in (self._writer, self._read_task):
+            for task in (self._writer, self._reader):
                 if task is not None:
                     task.cancel()
                     with suppress(asyncio.CancelledError, Exception):
@@ -489,9 +544,43 @@ class RemoteSubscriber:
             if call is not None and not call.done():
                 call.cancel()
 
-    async def _drain(self) -> None:
-        while not self._ended:
-            await self._read()
+    # --- reading -----------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        """Take the server's messages into the buffer until the stream ends."""
+        call = self._call
+        held, buffer = self._held, self._buffer
+        try:
+            while True:
+                response = await call.read()
+                if response is grpc.aio.EOF:
+                    code = await call.code()
+                    if code != grpc.StatusCode.OK:
+                        self._error = RemoteError(code, await call.details())
+                    return
+                kind = response.WhichOneof("response")
+                if kind == "events":
+                    for m in response.events.events:
+                        d = held[m.id] = RemoteDelivery(m, self)
+                        buffer.append(d)
+                elif kind == "completed":
+                    self.completed = True
+                    self.completed_event_id = response.completed.event_id or None
+                arrived = self._arrived
+                if arrived is not None and not arrived.done():
+                    arrived.set_result(None)
+        except grpc.aio.AioRpcError as exc:
+            self._error = RemoteError.from_rpc(exc)
+        except asyncio.CancelledError:
+            self._error = RemoteError(grpc.StatusCode.CANCELLED, "the stream was cancelled")
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # aclose stops the reader; otherwise the call itself was cancelled
+        finally:
+            self._stream_ended = True
+            arrived = self._arrived
+            if arrived is not None and not arrived.done():
+                arrived.set_result(None)
 
     # --- iteration ---------------------------------------------------------------------------
 
@@ -515,61 +604,44 @@ class RemoteSubscriber:
         last = self._last
         if last is not None and self.auto_ack and not last.settled and not self._ended:
             self._ack(last)
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        while not self._buffer:
-            if self._ended:
-                return None
-            if self.completed:
-                # the terminal event and all before it were handed out: finish cleanly
-                await self.aclose()
-                return None
-            response = await self._read(None if deadline is None else deadline - loop.time())
-            if response is _TIMED_OUT:
-                return None
-            if response is None:
-                return None
-            kind = response.WhichOneof("response")
-            if kind == "events":
-                held = self._held
-                for m in response.events.events:
-                    d = held[m.id] = RemoteDelivery(m, self)
-                    self._buffer.append(d)
-            elif kind == "completed":
-                self.completed = True
-                self.completed_event_id = response.completed.event_id or None
+        if not self._buffer and not await self._wait_for_buffer(timeout):
+            return None
         self._last = delivery = self._buffer.popleft()
         if self._spans is not None:
             self._spans.start(delivery, self.subscription, self.consumer_id)
         return delivery
 
-    async def _read(self, timeout: float | None = None) -> Any:
-        """The next response; None at the end of a stream that ended OK; _TIMED_OUT after
-        ``timeout``; RemoteError for an error status. The read itself is never cancelled by a
-        timeout (cancelling a read would cancel the whole call)."""
-        if self._read_task is None:
-            self._read_task = asyncio.ensure_future(self._call.read())
-        if timeout is not None and timeout <= 0 and not self._read_task.done():
-            return _TIMED_OUT
-        done, _ = await asyncio.wait((self._read_task,), timeout=timeout)
-        if not done:
-            return _TIMED_OUT
-        task, self._read_task = self._read_task, None
-        try:
-            response = task.result()
-        except grpc.aio.AioRpcError as exc:
-            self._ended = True
-            raise RemoteError.from_rpc(exc) from None
-        except asyncio.CancelledError:
-            self._ended = True
-            raise RemoteError(grpc.StatusCode.CANCELLED, "the stream was cancelled") from None
-        if response is grpc.aio.EOF:
-            self._ended = True
-            code = await self._call.code()
-            if code != grpc.StatusCode.OK:
-                raise RemoteError(code, await self._call.details())
-            return None
-        return response
+    async def _wait_for_buffer(self, timeout: float | None) -> bool:
+        """Wait until the buffer holds a delivery: False after ``timeout`` or at the end;
+        RemoteError once the stream ended with an error status (and the buffer is empty)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while not self._buffer:
+            if self._ended:
+                return False
+            if self._stream_ended:
+                self._ended = True
+                if self._error is not None:
+                    raise self._error
+                return False
+            if self.completed:
+                # the terminal event and all before it were handed out: finish cleanly
+                await self.aclose()
+                return False
+            arrived = self._arrived = loop.create_future()
+            timer = None
+            if deadline is not None:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return False
+                timer = loop.call_later(remaining, _resolve, arrived)
+            try:
+                await arrived
+            finally:
+                self._arrived = None
+                if timer is not None:
+                    timer.cancel()
+        return True
 
     # --- settling ----------------------------------------------------------------------------
 
@@ -584,10 +656,15 @@ class RemoteSubscriber:
         del self._held[delivery.id]
         delivery.settled = True
 
+    def _poke(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
     def _ack(self, delivery: RemoteDelivery) -> None:
         self._settle(delivery)
         self._acks.append(delivery.id)
-        self._wake.set()
+        self._poke()
         if self._spans is not None:
             self._spans.end(self.subscription, self.consumer_id, delivery.id)
 
@@ -597,7 +674,7 @@ class RemoteSubscriber:
         if delay is not None:
             nack.delay_seconds = delay
         self._control.append(pb.SubscribeRequest(nack=nack))
-        self._wake.set()
+        self._poke()
         if self._spans is not None:
             self._spans.end(self.subscription, self.consumer_id, delivery.id, outcome="nack",
                             error=f"nacked: {reason}" if reason else "nacked",
@@ -608,7 +685,7 @@ class RemoteSubscriber:
             raise UnknownDeliveryError([delivery.id])
         self._control.append(pb.SubscribeRequest(
             in_progress=pb.InProgress(event_ids=[delivery.id])))
-        self._wake.set()
+        self._poke()
 
     async def _write_loop(self, heartbeat_interval: float) -> None:
         """One writer: sends every ack queued since its last write in one message (acks batch
@@ -619,18 +696,23 @@ class RemoteSubscriber:
         last_ack = -math.inf
         try:
             while True:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), heartbeat_interval)
-                except (asyncio.TimeoutError, TimeoutError):
-                    await call.write(pb.SubscribeRequest(heartbeat=pb.Heartbeat()))
-                    continue
+                if not (self._acks or self._control or self._unsubscribe):
+                    wake = self._wake = loop.create_future()
+                    timer = loop.call_later(heartbeat_interval, _resolve, wake)
+                    try:
+                        await wake
+                    finally:
+                        self._wake = None
+                        timer.cancel()
+                    if not (self._acks or self._control or self._unsubscribe):
+                        await call.write(pb.SubscribeRequest(heartbeat=pb.Heartbeat()))
+                        continue
                 # acks that come faster than one per ACK_DELAY wait up to ACK_DELAY to go
                 # together (one message for many events); a lone ack goes at once
                 since = loop.time() - last_ack
                 if since < ACK_DELAY and len(self._acks) < ACK_CHUNK and not self._control \
                         and not self._unsubscribe:
                     await asyncio.sleep(ACK_DELAY - since)
-                self._wake.clear()
                 acks, self._acks = self._acks, []
                 control, self._control = self._control, []
                 for i in range(0, len(acks), ACK_CHUNK):
@@ -646,3 +728,8 @@ class RemoteSubscriber:
                     return
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
             return  # the call ended: the reading side reports its status
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

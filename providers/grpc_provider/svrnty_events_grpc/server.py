@@ -37,8 +37,8 @@ from svrnty_events.errors import (
 from svrnty_events.events import JSON, RecordedEvent, new_event_id, utcnow
 from svrnty_events.subscriptions import Consumer, ConsumerLimitError, Delivery
 
-from . import hookspecs
-from .convert import dead_letter_to_proto, delivered_event, from_timestamp
+from . import hookspecs, wire
+from .convert import dead_letter_to_proto, from_timestamp
 from .options import GrpcOptions
 from .projections import ProjectionAdmin
 from .proto import events_pb2 as pb
@@ -286,27 +286,14 @@ class EventServicer(ProjectionAdmin, pb_grpc.EventServiceServicer):
 
     async def _send_batch(self, consumer: Consumer, context: grpc.aio.ServicerContext,
                           batch: list[Delivery]) -> None:
+        # encoded straight to bytes (see wire.py), in messages of at most max_message_bytes
         limit = self.options.max_message_bytes - _MESSAGE_SLACK
-        events = [delivered_event(d.record, d.attempt) for d in batch]
-        if sum(len(d.record.data) for d in batch) + 512 * len(batch) < limit:
-            await context.write(pb.SubscribeResponse(events=pb.EventBatch(events=events)))
-            return
-        # large payloads: split so that no message exceeds max_message_bytes
-        chunk: list[pb.DeliveredEvent] = []
-        size = 0
-        for d, msg in zip(batch, events):
-            n = msg.ByteSize() + 8
-            if n > limit:
-                await consumer.nack(d.id, reason=f"event of {n} bytes exceeds the gRPC "
-                                                 f"max_message_bytes ({limit})")
-                continue
-            if size + n > limit:
-                await context.write(pb.SubscribeResponse(events=pb.EventBatch(events=chunk)))
-                chunk, size = [], 0
-            chunk.append(msg)
-            size += n
-        if chunk:
-            await context.write(pb.SubscribeResponse(events=pb.EventBatch(events=chunk)))
+        messages, too_large = wire.events_messages(batch, limit)
+        for d, n in too_large:
+            await consumer.nack(d.id, reason=f"event of {n} bytes exceeds the gRPC "
+                                             f"max_message_bytes ({limit})")
+        for message in messages:
+            await context.write(message)
 
     async def _close(self, consumer: Consumer, reason: str) -> None:
         # a cancelled close still finishes: the engine owns the rest (awaited on host stop)
@@ -538,8 +525,7 @@ class GrpcDeliveryProvider:
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
                 ("grpc.keepalive_permit_without_calls", 1),
             ])
-        pb_grpc.add_EventServiceServicer_to_server(
-            EventServicer(self.host, o, self._stopping), server)
+        _add_event_service(EventServicer(self.host, o, self._stopping), server)
         names = [EVENT_SERVICE]
         pm = self.host.pm
         if not hasattr(pm.hook, "register_grpc_services"):
@@ -593,6 +579,35 @@ class GrpcDeliveryProvider:
         scheme = "grpcs" if self.tls else "grpc"
         host = f"[{self.options.host}]" if ":" in self.options.host else self.options.host
         return [f"{scheme}://{host}:{self.port}"]
+
+
+class _Handlers:
+    """Stands in for the server while the generated code registers EventService's handlers."""
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        self.service, self.handlers = service, handlers
+
+
+def _serialize_response(response: pb.SubscribeResponse | bytes) -> bytes:
+    # event batches come encoded already (wire.events_response), the other responses as messages
+    return response if type(response) is bytes else response.SerializeToString()
+
+
+def _add_event_service(servicer: EventServicer, server: grpc.aio.Server) -> None:
+    """``add_EventServiceServicer_to_server``, with Subscribe writing bytes as they are."""
+    captured = _Handlers()
+    pb_grpc.add_EventServiceServicer_to_server(servicer, captured)
+    handlers = dict(captured.handlers)
+    subscribe = handlers["Subscribe"]
+    handlers["Subscribe"] = grpc.stream_stream_rpc_method_handler(
+        subscribe.stream_stream, request_deserializer=subscribe.request_deserializer,
+        response_serializer=_serialize_response)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(captured.service,
+                                                                          handlers),))
+    server.add_registered_method_handlers(captured.service, handlers)
 
 
 def _start(req: pb.Subscribe) -> int | datetime | str | None:

@@ -285,3 +285,42 @@ async def test_remote_consumer_is_listed(host, client):
         [info] = await within(client.consumers("all"))
     assert info["consumer_id"] == "listed" and info["metadata"] == {"region": "eu"}
     assert await within(client.consumers("all")) == []  # unsubscribed: gone
+
+
+async def test_a_cancelled_or_timed_out_wait_leaves_the_stream_and_its_order_intact(host, client):
+    async with client.subscribe("work", "patient") as deliveries:
+        assert await deliveries.next(timeout=0.05) is None
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(deliveries.__anext__(), 0.05)  # cancels the wait
+        await append(host, *[OrderPlaced(order_id=i, amount=1.0) for i in range(200)])
+        seen = []
+        while len(seen) < 200:
+            d = await within(deliveries.__anext__())
+            seen.append(d.event.order_id)
+        assert seen == list(range(200))  # each once, in order
+        assert await deliveries.next(timeout=0.2) is None
+    async with client.subscribe("work", "after") as deliveries:
+        assert await deliveries.next(timeout=0.3) is None  # all acked
+
+
+async def test_deliveries_that_came_before_an_error_status_are_handed_out_first():
+    async with running() as h:
+        await append(h, *[OrderPlaced(order_id=i, amount=1.0) for i in range(5)])
+        async with EventClient(target(h)) as c:
+            sub = c.subscribe("all", "s", auto_ack=False)
+            await within(sub.open())
+            first = await within(sub.__anext__())
+            async def buffered() -> None:
+                while len(sub._buffer) < 4:
+                    await asyncio.sleep(0.01)
+
+            # the reader has the batch; the stream then ends with UNAVAILABLE
+            await within(buffered())
+            await within(h.stop(grace=1.0))
+            rest = [await within(sub.__anext__()) for _ in range(4)]
+            assert [d.event.order_id for d in (first, *rest)] == list(range(5))
+            with pytest.raises(RemoteError) as info:
+                await within(sub.__anext__())
+            assert info.value.code == grpc.StatusCode.UNAVAILABLE
+            assert await within(sub.next(timeout=0.1)) is None  # ended: stays ended
+            await sub.aclose()
