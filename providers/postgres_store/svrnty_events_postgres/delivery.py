@@ -115,6 +115,8 @@ class Delivery(Log):
     _batches: dict[_Key, dict[int, int]]
     #: tokens of claims whose outcome is unknown (the reply was lost), per consumer
     _lost: dict[_Key, set[int]]
+    #: consumers whose lost tokens a background task is giving back
+    _resolving: set[_Key]
 
     if TYPE_CHECKING:
         def _keep(self, aw: Any) -> None: ...
@@ -249,7 +251,9 @@ class Delivery(Log):
             # the token took is given back, before this consumer's next claim or in the
             # background, whichever comes first
             self._lost.setdefault(key, set()).add(token)
-            self._keep(self._resolve_later(key))
+            if key not in self._resolving:
+                self._resolving.add(key)
+                self._keep(self._resolve_later(key))
             raise
         if claimed:
             known = self._known(key)
@@ -301,12 +305,15 @@ class Delivery(Log):
 
     async def _resolve_later(self, key: _Key) -> None:
         delay = 0.05
-        while self._lost.get(key) and not self._closed:
-            try:
-                await self._resolve_lost(key)
-            except StoreUnavailableError:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+        try:
+            while self._lost.get(key) and not self._closed:
+                try:
+                    await self._resolve_lost(key)
+                except StoreUnavailableError:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+        finally:
+            self._resolving.discard(key)
 
     async def _claim(self, sub: Subscription, group: str, consumer_id: str, max_count: int,
                      visibility_timeout: float, f: ClaimFilter | None, token: int

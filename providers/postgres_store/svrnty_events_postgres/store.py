@@ -78,6 +78,7 @@ class PostgresStore(Checkpoints, Connection, Delivery, Snapshots, Schedules, Eve
         self._claimed: dict[tuple[str, str, str], dict[str, tuple[int, int | None]]] = {}
         self._batches: dict[tuple[str, str, str], dict[int, int]] = {}
         self._lost: dict[tuple[str, str, str], set[int]] = {}
+        self._resolving: set[tuple[str, str, str]] = set()
         self._started = False
 
     async def start(self) -> None:
