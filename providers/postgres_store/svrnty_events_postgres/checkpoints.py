@@ -22,11 +22,11 @@ class Checkpoints(Connection):
     transaction_effects_may_await: ClassVar[bool] = True
 
     async def _create_checkpoints(self) -> None:
-        async with self.connection() as conn:
+        async with self._conn() as conn:
             await conn.execute(_TABLE.format(s=self.s))
 
     async def load_checkpoint(self, projection: str) -> int:
-        async with self.connection() as conn:
+        async with self._conn() as conn:
             value = await conn.fetchval(
                 f"SELECT position FROM {self.s}.checkpoints WHERE name = $1", projection)
         return 0 if value is None else value
@@ -57,7 +57,7 @@ class Checkpoints(Connection):
         """See the contract. ``effect`` gets the ``asyncpg.Connection`` of the transaction
         (it may be a coroutine function); it must not commit or roll back. The checkpoint row
         is locked first, so a second runner of the projection waits and then finds it moved."""
-        async with self._tx() as conn:
+        async with self._tx(own=False) as conn:  # the effect runs on it
             if expected == 0:
                 await conn.execute(f"INSERT INTO {self.s}.checkpoints (name, position) "
                                    "VALUES ($1, 0) ON CONFLICT (name) DO NOTHING", projection)

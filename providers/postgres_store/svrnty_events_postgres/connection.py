@@ -147,6 +147,8 @@ class Connection:
         #: what a notification payload (a stream id) wakes
         self._notifiers: dict[int, Notifier] = {}
         self._background: set[asyncio.Future[Any]] = set()
+        #: server pids of pooled connections only the store's own statements used
+        self._clean: set[int] = set()
 
     # --- connections ---------------------------------------------------------------------
 
@@ -165,7 +167,7 @@ class Connection:
             self._pool = await asyncpg.create_pool(
                 o.url, min_size=min(o.min_pool_size, o.max_pool_size), max_size=o.max_pool_size,
                 timeout=o.connect_timeout, command_timeout=o.command_timeout,
-                server_settings={"application_name": APPLICATION})
+                server_settings={"application_name": APPLICATION}, reset=self._reset)
         except _UNAVAILABLE + (asyncpg.exceptions.PostgresError,) as exc:
             raise start_error(self.where, exc) from exc
         self._listener = asyncio.ensure_future(self._listen())
@@ -192,19 +194,47 @@ class Connection:
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection (autocommit: each statement is a transaction of its own)."""
+        """A pooled connection (autocommit: each statement is a transaction of its own), for
+        the application's own queries: reset (``RESET ALL``...) when released."""
+        async with self._conn(own=False) as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def _conn(self, own: bool = True) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection for the store's own statements (see :meth:`_reset`)."""
         async with self._io():
             assert self._pool is not None
             async with self._pool.acquire() as conn:
-                yield conn
+                try:
+                    yield conn
+                finally:
+                    if own and not conn.is_closed():
+                        self._clean.add(conn.get_server_pid())
+
+    async def _reset(self, conn: asyncpg.Connection) -> None:
+        """The pool's reset of a released connection (an open transaction is rolled back
+        before). The store's own statements leave no session state (no SET, LISTEN, cursor
+        or session lock), so a connection only they used skips the reset query, a round trip
+        per operation; one the application had (the outbox, ``connection()``, ``pool``) is
+        reset."""
+        if conn.get_server_pid() in self._clean:
+            self._clean.discard(conn.get_server_pid())
+        else:
+            await conn.execute(conn.get_reset_query())
 
     @contextlib.asynccontextmanager
-    async def _tx(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection in a transaction, committed when the block returns."""
+    async def _tx(self, own: bool = True) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection in a transaction, committed when the block returns.
+        ``own=False``: the application's code runs on it too (reset when released)."""
         async with self._io():
             assert self._pool is not None
-            async with self._pool.acquire() as conn, conn.transaction():
-                yield conn
+            async with self._pool.acquire() as conn:
+                try:
+                    async with conn.transaction():
+                        yield conn
+                finally:
+                    if own and not conn.is_closed():
+                        self._clean.add(conn.get_server_pid())
 
     @property
     def pool(self) -> asyncpg.Pool:

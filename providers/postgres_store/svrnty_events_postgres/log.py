@@ -68,8 +68,8 @@ class Log:
     _notifiers: dict[int, Notifier]
 
     if TYPE_CHECKING:
-        def _tx(self) -> Any: ...
-        def connection(self) -> Any: ...
+        def _tx(self, own: bool = True) -> Any: ...
+        def _conn(self, own: bool = True) -> Any: ...
 
     def _stream(self, name: str) -> Stream:
         try:
@@ -157,7 +157,7 @@ class Log:
         partitions = st.config.partitions
         parts = [partition_of(e.correlation_id, partitions) for e in batch]
         try:
-            async with self.connection() as conn:
+            async with self._conn() as conn:
                 next_seq, first, oldest_ts, _ = await conn.fetchrow(
                     _append_sql(self.s), st.id, list(unique), [e.type for e in batch],
                     [e.correlation_id for e in batch], [to_us(e.timestamp) for e in batch],
@@ -281,12 +281,12 @@ class Log:
         if limit is not None:
             args.append(limit)
             sql += f" LIMIT ${len(args)}"
-        async with self.connection() as conn:
+        async with self._conn() as conn:
             rows = await conn.fetch(sql, *args)
         return [event(row, stream) for row in rows]
 
     async def correlation_version(self, stream: str, correlation_id: str) -> int:
-        async with self.connection() as conn:
+        async with self._conn() as conn:
             version = await conn.fetchval(
                 f"SELECT version FROM {self.s}.correlations WHERE stream_id = $1 AND "
                 "correlation_id = $2", self._stream(stream).id, correlation_id)
@@ -294,7 +294,7 @@ class Log:
 
     async def stream_info(self, stream: str) -> StreamInfo:
         st = self._stream(stream)
-        async with self.connection() as conn:
+        async with self._conn() as conn:
             first, end = await conn.fetchrow(
                 f"SELECT first_seq, next_seq FROM {self.s}.streams WHERE id = $1", st.id)
         return StreamInfo(name=stream, type=str(st.config.type), length=end - first,
@@ -357,8 +357,9 @@ class Log:
                          gid: int, cursor: int, filter_blob: bytes | None) -> int:
         """The oldest sequence below ``stop`` the group has not settled (else ``stop``)."""
         s = self.s
-        low = await conn.fetchval(f"SELECT min(seq) FROM {s}.pending WHERE group_id = $1 AND "
-                                  "seq >= $2", gid, first)
+        low = await conn.fetchval(
+            f"SELECT least((SELECT min(seq) FROM {s}.pending WHERE group_id = $1 AND seq >= "
+            f"$2), (SELECT min(seqs[1]) FROM {s}.batches WHERE group_id = $1))", gid, first)
         low = stop if low is None else min(low, stop)
         match, args = filter_sql(decode_filter(filter_blob), 4)
         seq = await conn.fetchval(f"SELECT seq FROM {s}.events WHERE stream_id = $1 AND seq >= "
@@ -381,6 +382,11 @@ class Log:
             f"seq < $3{match} ORDER BY seq", st.id, max(cursor, first), stop, *args)]
         if cursor < stop:
             await conn.execute(f"UPDATE {s}.groups SET cursor = $2 WHERE id = $1", gid, stop)
+        # the batches holding an event about to go become pending rows, which keep a copy
+        tokens = await conn.fetchval(f"SELECT array_agg(token) FROM {s}.batches WHERE "
+                                     "group_id = $1 AND seqs[1] < $2", gid, stop)
+        if tokens:
+            await conn.execute(detach_sql(s), gid, st.id, None, tokens, None)
         rows = await conn.fetch(
             f"SELECT p.state, p.attempts, p.reason, {E_COLUMNS} FROM {s}.pending p "
             f"JOIN {s}.events e ON e.stream_id = $1 AND e.seq = p.seq "
@@ -413,8 +419,9 @@ class Log:
         for sub_id, floor in await conn.fetch(f"SELECT id, floor FROM {s}.subscriptions WHERE "
                                               "stream_id = $1", stream_id):
             groups = await conn.fetchval(
-                f"SELECT min(least(g.cursor, COALESCE((SELECT min(p.seq) FROM {s}.pending p "
-                f"WHERE p.group_id = g.id), g.cursor))) FROM {s}.groups g WHERE g.sub_id = $1",
+                f"SELECT min(least(g.cursor, (SELECT min(p.seq) FROM {s}.pending p "
+                f"WHERE p.group_id = g.id), (SELECT min(b.seqs[1]) FROM {s}.batches b "
+                f"WHERE b.group_id = g.id))) FROM {s}.groups g WHERE g.sub_id = $1",
                 sub_id)
             if groups is not None:
                 floor = groups
@@ -422,6 +429,13 @@ class Log:
                                    sub_id, floor)
             low = min(low, floor)
         return low
+
+
+@functools.lru_cache(maxsize=16)
+def detach_sql(schema: str) -> str:
+    """detach.sql: batches rows into the pending rows they stand for."""
+    return files(__package__).joinpath("detach.sql").read_text(encoding="utf-8").replace(
+        "{s}", schema)
 
 
 @functools.lru_cache(maxsize=64)

@@ -33,14 +33,14 @@ class Schedules(_Base):
                 [(s.id, s.due, s.event.id, encode_schedule(s)) for s in schedules])
 
     async def cancel_schedule(self, schedule_id: str) -> bool:
-        async with self.connection() as conn:
+        async with self._conn() as conn:
             status = await conn.execute(f"DELETE FROM {self.s}.schedules WHERE id = $1",
                                         schedule_id)
         return status != "DELETE 0"
 
     async def claim_schedules(self, holder: str, *, now: float, max_count: int,
                               lease: float) -> list[Schedule]:
-        async with self.connection() as conn:
+        async with self._conn() as conn:
             rows = await conn.fetch(
                 f"UPDATE {self.s}.schedules SET holder = $1, lease_until = $2 + $3 WHERE id IN "
                 f"(SELECT id FROM {self.s}.schedules WHERE due <= $2 AND (holder IS NULL OR "
@@ -56,5 +56,5 @@ class Schedules(_Base):
                     list(done))
 
     async def next_schedule_due(self) -> float | None:
-        async with self.connection() as conn:
+        async with self._conn() as conn:
             return await conn.fetchval(f"SELECT min(due) FROM {self.s}.schedules")

@@ -11,11 +11,11 @@ import asyncpg
 from svrnty_events.errors import StoreFormatError
 
 #: the version this code writes and reads
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 #: versions this code upgrades from: version N-1 to N by ``upgrade_<N>.sql``
-UPGRADES = {1: "upgrade_2.sql"}
+UPGRADES = {1: "upgrade_2.sql", 2: "upgrade_3.sql"}
 
 
 def script(schema: str, name: str = "schema.sql") -> str:

@@ -1,11 +1,12 @@
--- The PostgreSQL store's tables (schema version 1), in the schema named by the `schema`
+-- The PostgreSQL store's tables (schema version 3), in the schema named by the `schema`
 -- option (written {s} here; schema.py creates them on first start).
 -- Times: events, receipts, dead letters and snapshots in microseconds since the epoch (exact
 -- and ordered); delivery deadlines (pending.due) and leases in seconds since the epoch on the
 -- server's clock, so that hosts with skewed clocks agree.
 -- pending.state: 0 waiting for (re)delivery from `due` on, 1 in flight to `consumer` until `due`;
 -- pending.event: a copy of an in-flight event that retention removed from the log (kept until
--- settled). groups.filter: the ClaimFilter (JSON) the group's claims pass, for retention.
+-- settled); pending.token: the claim that last handed the row over (see batches).
+-- groups.filter: the ClaimFilter (JSON) the group's claims pass, for retention.
 
 CREATE TABLE {s}.schema_version (
     version integer NOT NULL,
@@ -67,6 +68,7 @@ CREATE TABLE {s}.pending (
     attempts integer NOT NULL,
     reason text,
     event bytea,
+    token bigint,
     PRIMARY KEY (group_id, seq)
 ) WITH (
     -- a queue: every claimed event is inserted, every ack deletes; vacuum it often, so that
@@ -79,6 +81,26 @@ CREATE TABLE {s}.pending (
 -- removed are found by event id through their own small index.
 CREATE INDEX pending_by_due ON {s}.pending (group_id, due);
 CREATE INDEX pending_kept ON {s}.pending (group_id, event_id) WHERE event IS NOT NULL;
+-- The events a claim handed over for the first time, as one row per claim rather than a
+-- pending row per event: `seqs` (ascending) are in flight to `consumer` until `due`, each at
+-- attempt 1 with no reason, exactly as if each had a pending row (state 1, same consumer, due
+-- and token). A row never changes its members: an ack of all of them deletes it, an extend
+-- of all of them moves `due`; anything else (a partial ack, nack, release, dead letter,
+-- retention, a deadline passed) first turns it into those pending rows ("detach", detach.sql)
+-- and then works on pending. `token` is chosen by the claiming host (see claim.sql).
+CREATE TABLE {s}.batches (
+    group_id integer NOT NULL,
+    token bigint NOT NULL,
+    consumer text NOT NULL,
+    due double precision NOT NULL,
+    seqs bigint[] NOT NULL,
+    PRIMARY KEY (group_id, token)
+) WITH (
+    autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 200,
+    autovacuum_vacuum_cost_delay = 0
+);
+CREATE INDEX batches_by_due ON {s}.batches (group_id, due);
+CREATE INDEX batches_by_consumer ON {s}.batches (group_id, consumer);
 CREATE TABLE {s}.dead_letters (
     id bigserial PRIMARY KEY,
     sub_id integer NOT NULL,

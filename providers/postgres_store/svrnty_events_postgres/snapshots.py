@@ -15,7 +15,7 @@ class Snapshots(Log):
     async def load_snapshot(self, stream: str, correlation_id: str,
                             key: str = "default") -> Snapshot | None:
         """The latest snapshot of a workflow's state, or None."""
-        async with self.connection() as conn:
+        async with self._conn() as conn:
             row = await conn.fetchrow(
                 f"SELECT version, seq, state, taken_at FROM {self.s}.snapshots WHERE "
                 "stream_id = $1 AND correlation_id = $2 AND key = $3",
@@ -25,7 +25,7 @@ class Snapshots(Log):
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         """Keep ``snapshot`` as the workflow's latest (an older one is not kept)."""
-        async with self.connection() as conn:
+        async with self._conn() as conn:
             await conn.execute(
                 f"INSERT INTO {self.s}.snapshots (stream_id, correlation_id, key, version, seq, "
                 "state, taken_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (stream_id, "

@@ -75,7 +75,10 @@ class PostgresStore(Checkpoints, Connection, Delivery, Snapshots, Schedules, Eve
         self._subs: dict[str, Subscription] = {}
         self._groups: dict[tuple[str, str], int] = {}
         self._group_filters: dict[int, bytes | None] = {}
-        self._claimed: dict[tuple[str, str, str], dict[str, int]] = {}
+        self._claimed: dict[tuple[str, str, str], dict[str, tuple[int, int | None]]] = {}
+        self._batches: dict[tuple[str, str, str], dict[int, int]] = {}
+        self._lost: dict[tuple[str, str, str], set[int]] = {}
+        self._resolving: set[tuple[str, str, str]] = set()
         self._started = False
 
     async def start(self) -> None:

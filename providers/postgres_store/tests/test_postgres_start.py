@@ -6,12 +6,18 @@ from __future__ import annotations
 
 import pytest
 
-from svrnty_events import EventStreaming
+from svrnty_events import Event, EventStreaming
+from svrnty_events.config import StreamConfig, SubscriptionConfig
 from svrnty_events.errors import ConfigError, StoreFormatError
+from svrnty_events.events import record
 from svrnty_events.testing import within
 from svrnty_events_postgres.schema import SCHEMA_VERSION
 from svrnty_events_postgres import PostgresStore, PostgresStoreOptions
 from svrnty_events_postgres.server import PASSWORD, free_port
+
+
+class Started(Event):
+    n: int
 
 
 def streaming(url: str, **options) -> EventStreaming:
@@ -64,20 +70,46 @@ async def test_schema_created_once_and_other_versions_refused(postgres_server, s
     async with PostgresStore(options) as store:
         async with store.connection() as conn:
             assert await conn.fetchval(
-                f'SELECT max(version) FROM "{schema}".schema_version') == SCHEMA_VERSION == 2
+                f'SELECT max(version) FROM "{schema}".schema_version') == SCHEMA_VERSION == 3
     async with PostgresStore(options):  # a second start finds it and keeps it
         pass
+    # a version-2 schema (before batches) is upgraded, keeping its rows: an event in flight
+    # there (a pending row) is still settled by its ack
+    v2 = (f'DROP TABLE "{schema}".batches; ALTER TABLE "{schema}".pending DROP COLUMN token; '
+          f'DELETE FROM "{schema}".schema_version; INSERT INTO "{schema}".schema_version '
+          "(version, written_by) VALUES (2, 'svrnty-events-postgres')")
+    async with PostgresStore(options) as store:
+        await store.create_stream(StreamConfig(name="s"))
+        await store.create_subscription(SubscriptionConfig(name="sub", stream="s"))
+        await store.append("s", [record(Started(n=1), stream="s", correlation_id="w")])
+        [held] = (await store.claim("sub", "", "c", max_count=10,
+                                    visibility_timeout=60)).claimed
+        async with store.connection() as conn:  # as version 2 kept it: a pending row
+            await conn.execute(f'INSERT INTO "{schema}".pending (group_id, seq, event_id, '
+                               "state, consumer, due, attempts) SELECT group_id, "
+                               "unnest(seqs), $1, 1, consumer, due, 1 FROM "
+                               f'"{schema}".batches', held.event.id)
+    postgres_server.psql(v2)
+    async with PostgresStore(options) as store:
+        async with store.connection() as conn:
+            assert await conn.fetchval(
+                f'SELECT max(version) FROM "{schema}".schema_version') == 3
+        await store.create_stream(StreamConfig(name="s"))
+        await store.create_subscription(SubscriptionConfig(name="sub", stream="s"))
+        assert await store.ack("sub", "", "c", [held.event.id]) == []
+        assert (await store.claim("sub", "", "c", max_count=10,
+                                  visibility_timeout=60)).claimed == []
     # a version-1 schema (before scheduled events) is upgraded: it gets the schedules table
-    postgres_server.psql(f'DROP TABLE "{schema}".schedules; '
-                         f'UPDATE "{schema}".schema_version SET version = 1')
+    postgres_server.psql(v2.replace("VALUES (2,", "VALUES (1,") +
+                         f'; DROP TABLE "{schema}".schedules')
     async with PostgresStore(options) as store:
         await store.save_schedules([])
         assert await store.next_schedule_due() is None
         async with store.connection() as conn:
             assert await conn.fetchval(
-                f'SELECT max(version) FROM "{schema}".schema_version') == 2
-    postgres_server.psql(f'DELETE FROM "{schema}".schema_version WHERE version = 1')
-    for version, words in ((3, "newer"), (0, "older")):
+                f'SELECT max(version) FROM "{schema}".schema_version') == 3
+    postgres_server.psql(f'DELETE FROM "{schema}".schema_version WHERE version < 3')
+    for version, words in ((4, "newer"), (0, "older")):
         postgres_server.psql(f'UPDATE "{schema}".schema_version SET version = {version}')
         with pytest.raises(StoreFormatError) as info:
             await within(PostgresStore(options).start(), 30)

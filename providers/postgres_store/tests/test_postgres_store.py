@@ -11,8 +11,9 @@ from datetime import timedelta
 from svrnty_events.config import StreamConfig, SubscriptionConfig
 from svrnty_events.events import Event, record, utcnow
 from svrnty_events.store import ClaimFilter
-from svrnty_events.testing import within
+from svrnty_events.testing import eventually, within
 from svrnty_events_postgres import PostgresStore, PostgresStoreOptions, Snapshot, rebuild
+from svrnty_events_postgres.rows import NOW
 
 
 class StoreTick(Event):
@@ -131,3 +132,55 @@ async def test_a_cancelled_claim_gives_back_what_it_took_at_once(pg_url, schema)
             assert all(c.attempt == 1 for c in rest), (delay, rest)
             held = [c.event.sequence for c in (taken.claimed if taken else [])]
             assert sorted(held + [c.event.sequence for c in rest]) == [0, 1, 2], delay
+
+
+async def rows(store, schema: str) -> tuple[int, int]:
+    """(batches rows, pending rows) of the schema."""
+    async with store.connection() as conn:
+        return (await conn.fetchval(f'SELECT count(*) FROM "{schema}".batches'),
+                await conn.fetchval(f'SELECT count(*) FROM "{schema}".pending'))
+
+
+async def test_a_claim_writes_one_row_and_other_changes_detach_it_first(pg_url, schema):
+    async with opened(pg_url, schema) as a, opened(pg_url, schema) as b:
+        await a.ensure_group("sub", "")
+        await a.append("s", ticks(0, 30))
+        first = (await a.claim("sub", "", "c", max_count=10, visibility_timeout=30)).claimed
+        assert [c.attempt for c in first] == [1] * 10
+        assert await rows(a, schema) == (1, 0)  # one row for the claim's 10 events
+        ids = [c.event.id for c in first]
+        assert await a.ack("sub", "", "c", ids) == []  # all of it: the row goes
+        assert await rows(a, schema) == (0, 0)
+        # part of a batch: detached into its pending rows, the rest stays held
+        second = (await a.claim("sub", "", "c", max_count=10, visibility_timeout=30)).claimed
+        ids = [c.event.id for c in second]
+        assert await a.ack("sub", "", "c", ids[:4]) == []
+        assert await rows(a, schema) == (0, 6)
+        assert await a.nack("sub", "", "c", ids[4], delay=0.0)
+        # another host (which does not know the batch) settles what this one holds: refused
+        assert await b.ack("sub", "", "x", ids[5:]) == ids[5:]
+        assert await b.ack("sub", "", "c", ids[5:]) == []
+        assert await rows(a, schema) == (0, 1)  # the nacked one waits for redelivery
+        again = (await a.claim("sub", "", "d", max_count=1, visibility_timeout=30)).claimed
+        assert [(c.event.id, c.attempt) for c in again] == [(ids[4], 2)]
+        assert await a.ack("sub", "", "d", [ids[4]]) == []
+        # a batch past its deadline comes back whole, before new events, at attempt 2
+        third = (await a.claim("sub", "", "c", max_count=5, visibility_timeout=0.2)).claimed
+        assert await rows(a, schema) == (1, 0)
+
+        async def expired() -> bool:  # on the server's clock; no claim meanwhile
+            async with a.connection() as conn:
+                return await conn.fetchval(f'SELECT bool_and(due <= {NOW}) FROM "{schema}".'
+                                           "batches")
+
+        await eventually(expired, 30)
+        late = (await b.claim("sub", "", "e", max_count=100, visibility_timeout=30)).claimed
+        assert [c.event.id for c in late[:5]] == [c.event.id for c in third]
+        assert {(c.attempt, c.last_reason) for c in late[:5]} == {
+            (2, "visibility timeout expired")}
+        assert [c.attempt for c in late[5:]] == [1] * 5  # then the new ones
+        assert await a.ack("sub", "", "c", [c.event.id for c in third]) == [
+            c.event.id for c in third]  # not c's any more
+        assert await b.ack("sub", "", "e", [c.event.id for c in late]) == []
+        assert await rows(a, schema) == (0, 0)
+        assert await a.group_lags("sub") == {"": 0}
