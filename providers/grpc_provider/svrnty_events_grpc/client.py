@@ -509,7 +509,7 @@ class RemoteSubscriber:
 
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         last = self._last
-        if self.auto_ack and last is not None and not last.settled and not self._ended:
+        if self.auto_ack and self._still_held(last) and not self._ended:
             if exc is None or isinstance(exc, GeneratorExit):
                 self._ack(last)
             elif isinstance(exc, Exception):
@@ -602,7 +602,7 @@ class RemoteSubscriber:
         if self.subscribed is None:
             await self.open()
         last = self._last
-        if last is not None and self.auto_ack and not last.settled and not self._ended:
+        if self.auto_ack and self._still_held(last) and not self._ended:
             self._ack(last)
         if not self._buffer and not await self._wait_for_buffer(timeout):
             return None
@@ -644,6 +644,13 @@ class RemoteSubscriber:
         return True
 
     # --- settling ----------------------------------------------------------------------------
+
+    def _still_held(self, delivery: RemoteDelivery | None) -> bool:
+        """``delivery`` is not settled and not superseded by a redelivery of its event (its
+        visibility deadline passed while it waited, so the server handed it out again): what
+        an automatic ack or nack settles. A superseded one is skipped, as in-process."""
+        return delivery is not None and not delivery.settled \
+            and self._held.get(delivery.id) is delivery
 
     def _settle(self, delivery: RemoteDelivery) -> None:
         # settled already, or superseded by a redelivery of the same event: the server does

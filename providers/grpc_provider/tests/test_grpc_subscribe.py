@@ -15,6 +15,7 @@ from conftest import (
     OrderPlaced,
     OrderShipped,
     append,
+    build_streaming,
     running,
     target,
     within,
@@ -180,6 +181,32 @@ async def test_unacked_events_come_back_after_the_visibility_timeout(host, clien
             await d.ack()  # superseded by the redelivery, as in-process
         await again.ack()
         assert await deliveries.next(timeout=0.5) is None  # the stream is intact
+
+
+async def test_auto_ack_skips_a_delivery_its_redelivery_superseded():
+    """A slow loop body holds a delivery past the visibility timeout (1 s): the server hands
+    the event out again, the redelivery reaches the buffer, and the automatic ack of the old
+    delivery is skipped (it would settle nothing) instead of raising out of the loop. The
+    redelivery is handed out next and acked by the exit."""
+    streaming = build_streaming()
+    streaming.add_subscription("orders", "slowish", mode="exclusive", visibility_timeout=1.0)
+    async with streaming.run() as host, EventClient(target(host)) as client:
+        [appended] = await append(host, OrderPlaced(order_id=1, amount=1.0))
+        async with client.subscribe("slowish", "body") as deliveries:
+            first = await within(deliveries.__anext__())
+            assert first.attempt == 1
+
+            async def superseded() -> None:
+                while deliveries._held.get(first.id) is first:
+                    await asyncio.sleep(0.01)
+
+            await within(superseded())  # the redelivery arrived while the body "worked"
+            again = await within(deliveries.__anext__())  # no UnknownDeliveryError
+            assert (again.id, again.attempt) == (appended.id, 2)
+        # acked by the exit: another consumer gets nothing (not acked, it would get the
+        # event at once: the close released it)
+        async with client.subscribe("slowish", "other") as deliveries:
+            assert await deliveries.next(timeout=0.5) is None
 
 
 async def test_in_progress_keeps_a_slow_event_from_coming_back(host, client):

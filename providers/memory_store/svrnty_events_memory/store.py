@@ -118,14 +118,14 @@ class _Stream:
                     del part[:bisect_left(part, self.base)]
 
 
-class _InFlight:
-    __slots__ = ("sequence", "consumer", "deadline", "attempt")
+class _InFlight(msgspec.Struct, gc=False):
+    """An event handed to a consumer and not settled (one per event in flight: a Struct for
+    its construction cost)."""
 
-    def __init__(self, sequence: int, consumer: str, deadline: float, attempt: int) -> None:
-        self.sequence = sequence
-        self.consumer = consumer
-        self.deadline = deadline
-        self.attempt = attempt
+    sequence: int
+    consumer: str
+    deadline: float
+    attempt: int
 
 
 @dataclass
