@@ -85,10 +85,11 @@ class Model:
             self.subscribed = True
             return None
         if kind == "ack":
-            for event_id in msg.ack.event_ids:
-                if event_id not in self.held:
-                    return INVALID, "ack.event_ids"
-                self.held.discard(event_id)
+            # an id listed twice in one Ack counts once; acked before, it is no longer held
+            ids = set(msg.ack.event_ids)
+            if not ids <= self.held:
+                return INVALID, "ack.event_ids"
+            self.held -= ids
             return None
         if kind == "nack":
             nack = msg.nack
@@ -325,6 +326,7 @@ KNOWN_CASES = [
     [("huge", "subscribe")],                             # RESOURCE_EXHAUSTED
     [_sub(), ("huge", "ack")],
     [_sub(), ("ack", [0, 1]), ("ack", [1])],             # second ack of the same event
+    [_sub(), ("ack", [0, 0]), ("ack", [1])],             # one id twice in one ack: once
     [_sub(), ("ack", ["unknown-x"])],
     [_sub(), ("nack", None, None, "")],                  # nack without an event id
     [_sub(), ("nack", 0, math.nan, "")],
