@@ -1,4 +1,5 @@
-"""The remote side of the gRPC benchmarks, run in its own process:
+"""The remote side of the gRPC benchmarks, run in its own process (each freezes its start-up
+heap once connected, as the gRPC provider's README advises a client; see svrnty_events.heap):
 
     python -m benchmarks.grpc_worker ours TARGET SUBSCRIPTION COUNT [latency]
     python -m benchmarks.grpc_worker raw TARGET COUNT
@@ -15,11 +16,13 @@ import time
 
 
 async def ours(target: str, subscription: str, count: int, latency: bool) -> dict:
+    from svrnty_events.heap import freeze_startup_heap
     from svrnty_events_grpc.client import EventClient
 
     samples: list[int] = []
     async with EventClient(target) as client:
         async with client.subscribe(subscription, "bench-remote", window=2000) as deliveries:
+            freeze_startup_heap()  # as the gRPC provider's README advises a client
             print("ready", flush=True)
             seen = 0
             start = None
@@ -42,6 +45,7 @@ async def share(target: str, subscription: str, consumers: int) -> None:
     closes."""
     import os
 
+    from svrnty_events.heap import freeze_startup_heap
     from svrnty_events_grpc.client import EventClient
 
     seen = 0
@@ -61,6 +65,7 @@ async def share(target: str, subscription: str, consumers: int) -> None:
 
     tasks = [asyncio.create_task(consume(i)) for i in range(consumers)]
     await asyncio.wait_for(all_open.wait(), 120)
+    freeze_startup_heap()
     print("ready", flush=True)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -80,10 +85,13 @@ async def share(target: str, subscription: str, consumers: int) -> None:
 async def raw(target: str, count: int) -> dict:
     import grpc
 
+    from svrnty_events.heap import freeze_startup_heap
+
     async with grpc.aio.insecure_channel(target) as channel:
         call = channel.unary_stream("/bench.Raw/Stream", request_serializer=lambda b: b,
                                     response_deserializer=lambda b: b)
         await channel.channel_ready()
+        freeze_startup_heap()  # as the other workers do
         print("ready", flush=True)
         seen = 0
         start = time.perf_counter()

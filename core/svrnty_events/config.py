@@ -153,6 +153,10 @@ class HostConfig(_Config):
     #: seconds between the scheduler's looks for schedules other hosts added (a host's own
     #: schedules wake it directly): due events fire within this bound
     schedule_poll_interval: float = 0.5
+    #: once the host started, move the objects alive then (modules, classes, plugins) out of
+    #: the garbage collector's full passes (``gc.freeze()``, once per process): see
+    #: :mod:`svrnty_events.heap`
+    gc_freeze: bool = True
 
 
 _MSGSPEC_ERROR = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)

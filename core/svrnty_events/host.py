@@ -39,6 +39,7 @@ from .errors import (
 from . import lifecycle
 from . import process_managers as pms
 from .events import EventTypes, RecordedEvent, event_type_name, record
+from .heap import freeze_startup_heap
 from .scheduling import Scheduler
 from .plugins import Registry
 from .projections import Projection, Projections, make_projection
@@ -408,6 +409,8 @@ class EventStreamingHost:
             # a plugin may register an observer of its own for this host as it starts
             self.engine.observers = plugin_registry.observation_hooks(self.pm)
             self._contexts = plugin_registry.context_hooks(self.pm)
+            if self.config.gc_freeze:
+                freeze_startup_heap()
         except BaseException:
             await self.stop()
             raise
