@@ -107,6 +107,8 @@ class Consumer:
         self._close_task: asyncio.Future[None] | None = None
         self._released_all: asyncio.Future[None] | None = None
         self._claims: set[asyncio.Future[Any]] = set()
+        #: acks sent to the store and not answered yet (a close waits for them)
+        self._acking: set[asyncio.Future[Any]] = set()
         self._can_extend = True
         self._groups: set[str] = {group}  # every group this consumer claimed from
         self._rotation = 0
@@ -692,6 +694,9 @@ class Consumer:
             # once sent, an ack runs to its end even if the caller is cancelled meanwhile:
             # the store may apply it, so the consumer must not think it still holds them
             job = eager.start(self._store.ack(self.subscription, group, self.consumer_id, ids))
+            if not job.done():
+                self._acking.add(job)
+                job.add_done_callback(self._acking.discard)
             try:
                 await asyncio.shield(job)
             except asyncio.CancelledError:
@@ -963,6 +968,11 @@ class Consumer:
             # never seen: let it land first (seeing the consumer closed, it gives its events
             # back itself, as unseen)
             await asyncio.wait(list(self._claims), timeout=self.runtime.config.visibility_timeout)
+        if self._acking:
+            # an ack sent before the close (a background flush of automatic acks) lands first:
+            # a release that overtook it would give its events, processed already, back to
+            # the store for another consumer
+            await asyncio.wait(list(self._acking), timeout=self.runtime.config.visibility_timeout)
         held = list(self.held.values())
         self.held.clear()
         unseen: dict[str, list[str]] = {}
