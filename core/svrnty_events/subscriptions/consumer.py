@@ -419,9 +419,11 @@ class Consumer:
 
     async def _claim(self, room: int) -> _Claim:
         """One claim round (a task of its own, see the module docstring)."""
-        releasing = [f for f in self.runtime.releasing if f is not self._released_all]
-        if releasing:  # what a closing consumer gives back is claimable before anything new
-            await asyncio.wait(releasing, timeout=self.runtime.config.visibility_timeout)
+        if self.runtime.releasing:
+            # what a closing consumer gives back is claimable before anything new
+            releasing = [f for f in self.runtime.releasing if f is not self._released_all]
+            if releasing:
+                await asyncio.wait(releasing, timeout=self.runtime.config.visibility_timeout)
         claim = _Claim()
         if self.closed:
             return claim
@@ -792,6 +794,13 @@ class Consumer:
                 self._arm_flush(ACK_FLUSH_INTERVAL)
             self._deferred_acks.append(delivery)
 
+    def ack_before_wait(self, delivery: Delivery) -> None:
+        """Like :meth:`ack_later`, for a caller that calls :meth:`wait_ready` next with
+        nothing prefetched: that flushes the deferred acks before it waits, so no timer is
+        armed (at one event at a time, a timer per event only to cancel it)."""
+        if not delivery.settled:
+            self._deferred_acks.append(delivery)
+
     def _arm_flush(self, delay: float) -> None:
         if self._flush_timer is None and not self.closed:
             self._flush_timer = asyncio.get_running_loop().call_later(
@@ -852,10 +861,14 @@ class Consumer:
             self._last_seen = asyncio.get_running_loop().time()
             try:
                 await self._send_acks(taken)
-            except BaseException:
+            except BaseException as exc:
                 # not acked (held again): kept for the next flush or the close
                 self._deferred_acks[:0] = [d for d in deferred
                                            if self.held.get(d.record.id) is d]
+                if self._deferred_acks and not isinstance(exc, StoreUnavailableError):
+                    # (a cancelled flush, say: those deferred without a timer must not wait
+                    # for the next fetch; an unavailable store is retried by the caller)
+                    self._arm_flush(ACK_FLUSH_INTERVAL)
                 raise
 
     async def nack(self, event_id: str, *, delay: float | None = None, reason: str | None = None,

@@ -101,7 +101,10 @@ class Subscriber:
         last = self._last
         if last is not None and self.auto_ack and not last.settled:
             self._last = None
-            consumer.ack_later(last)
+            if consumer.prefetched:
+                consumer.ack_later(last)
+            else:  # wait_ready below flushes it before it waits
+                consumer.ack_before_wait(last)
         if not consumer.prefetched:
             try:
                 ready = await consumer.wait_ready()
