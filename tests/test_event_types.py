@@ -145,3 +145,21 @@ async def test_a_host_decodes_into_the_classes_it_subscribed_with():
         consumer = await host.open_consumer("tracking", "c")
         [d] = await collect(consumer, 1)
         assert d.event == ParcelShipped(parcel="p-3") and type(d.event) is ParcelShipped
+
+
+def test_event_ids_are_random_version_4_uuids_in_canonical_form():
+    import uuid
+
+    from svrnty_events.events import new_event_id
+
+    ids = [new_event_id() for _ in range(20_000)]
+    assert len(set(ids)) == len(ids)
+    for event_id in ids:
+        parsed = uuid.UUID(event_id)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+        assert str(parsed) == event_id  # lowercase, hyphenated: what str(uuid4()) gives
+    # every hex digit shows up in every random position (no bit stuck)
+    for position in (0, 9, 15, 20, 35):
+        assert len({i[position] for i in ids}) == 16
+    assert {i[14] for i in ids} == {"4"}  # the version digit
+    assert {i[19] for i in ids} == set("89ab")  # the variant digit takes its four values

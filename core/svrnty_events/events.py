@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import sys
-import uuid
 import zlib
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -235,7 +235,15 @@ def encode_payload(event: Any) -> bytes:
 
 
 def new_event_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID in its canonical text form, as ``str(uuid.uuid4())`` gives,
+    built from the 16 random bytes directly: ``uuid.UUID``'s checks and ``__str__`` cost
+    three times what the bytes do, once per event."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+#: a hex digit -> the digit with the RFC 4122 variant bits (10xx) set
+_VARIANT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
 
 
 def utcnow() -> datetime:
