@@ -12,6 +12,7 @@ from pathlib import Path
 
 import grpc
 
+from svrnty_events import EventStreaming
 from svrnty_events.events import record
 
 from .common import CountingWorkers, Result, Stopwatch, Tick, latency_stats, streaming
@@ -118,6 +119,42 @@ async def raw(n: int, per_message: int) -> float:
         await server.stop(1)
 
 
+async def ours_publish(n: int, callers: int) -> float:
+    """Events/s published by ``callers`` concurrent one-event ``EventClient.publish`` calls in
+    another process, to a cross-service stream of the host (memory store)."""
+    s = EventStreaming()
+    s.add_stream("in0", scope="cross_service")
+    s.add_delivery("grpc", port=0)
+    async with s.run() as host:
+        target = f"127.0.0.1:{host.providers['grpc'].port}"
+        proc = await start_worker("publish", target, "in0", str(n), str(callers))
+        result = await finish_worker(proc)
+        info = await host.stream_info("in0")
+        if info.next_sequence != n:
+            raise RuntimeError(f"gRPC publish: {info.next_sequence:,} events appended, "
+                               f"{n:,} published")
+        return result["count"] / result["elapsed"]
+
+
+async def raw_publish(n: int, callers: int) -> float:
+    async def publish(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return request[:16]
+
+    handler = grpc.method_handlers_generic_handler("bench.Raw", {
+        "Publish": grpc.unary_unary_rpc_method_handler(
+            publish, request_deserializer=lambda b: b, response_serializer=lambda b: b)})
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        proc = await start_worker("rawpub", f"127.0.0.1:{port}", str(n), str(callers))
+        result = await finish_worker(proc)
+        return result["count"] / result["elapsed"]
+    finally:
+        await server.stop(1)
+
+
 async def run(quick: bool, progress) -> list[Result]:  # type: ignore[no-untyped-def]
     n = 50_000 if quick else 200_000
     progress("gRPC: raw grpc.aio stream, one message per event")
@@ -145,6 +182,14 @@ async def run(quick: bool, progress) -> list[Result]:  # type: ignore[no-untyped
         results.append(Result(f"gRPC {consumers} remote consumers ({processes} processes)",
                               many_rate, baseline="1 remote consumer, same measurement",
                               baseline_events_per_s=one, ratio=many_rate / one))
+    callers = 100
+    progress(f"gRPC: raw grpc.aio unary calls, one event each, {callers} callers")
+    raw_pub = await raw_publish(n // 10, callers)
+    progress(f"gRPC: ours, publish() of one event each, {callers} callers")
+    pub = await ours_publish(n // 2, callers)
+    results.append(Result(f"gRPC publish, 1 event per call, {callers} callers", pub,
+                          baseline=f"raw grpc.aio unary, 1 event per call, {callers} callers",
+                          baseline_events_per_s=raw_pub, ratio=pub / raw_pub))
     seconds = 1.0 if quick else 3.0
     # paced: where the per-event cost would turn into queueing, p99 climbs steeply
     for paced_rate in (1_000, 5_000, 20_000):

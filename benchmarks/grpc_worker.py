@@ -4,6 +4,8 @@ heap once connected, as the gRPC provider's README advises a client; see svrnty_
     python -m benchmarks.grpc_worker ours TARGET SUBSCRIPTION COUNT [latency]
     python -m benchmarks.grpc_worker raw TARGET COUNT
     python -m benchmarks.grpc_worker share TARGET SUBSCRIPTION CONSUMERS
+    python -m benchmarks.grpc_worker publish TARGET STREAM COUNT CALLERS
+    python -m benchmarks.grpc_worker rawpub TARGET COUNT CALLERS
 
 Prints ``ready`` once subscribed, then one JSON line with what it measured."""
 
@@ -103,11 +105,69 @@ async def raw(target: str, count: int) -> dict:
     return {"count": seen, "elapsed": elapsed}
 
 
+async def publish(target: str, stream: str, count: int, callers: int) -> dict:
+    """``callers`` tasks publishing one event per ``EventClient.publish`` call until ``count``
+    events were published (and answered)."""
+    from svrnty_events.heap import freeze_startup_heap
+    from svrnty_events_grpc.client import EventClient
+
+    from .common import Tick
+
+    async with EventClient(target) as client:
+        await client.channel.channel_ready()
+        freeze_startup_heap()
+        print("ready", flush=True)
+        left = count
+
+        async def caller() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                await client.publish(stream, [Tick(n=left)], correlation_id="bench")
+
+        start = time.perf_counter()
+        await asyncio.gather(*(caller() for _ in range(callers)))
+        elapsed = time.perf_counter() - start
+        return {"count": count, "elapsed": elapsed, "requests": client.publish_requests}
+
+
+async def rawpub(target: str, count: int, callers: int) -> dict:
+    """The same with raw grpc.aio unary calls, one event's bytes per call."""
+    import grpc
+
+    from svrnty_events.heap import freeze_startup_heap
+
+    body = b'{"n":12345,"sent_ns":0}'
+    async with grpc.aio.insecure_channel(target) as channel:
+        call = channel.unary_unary("/bench.Raw/Publish", request_serializer=lambda b: b,
+                                   response_deserializer=lambda b: b)
+        await channel.channel_ready()
+        freeze_startup_heap()
+        print("ready", flush=True)
+        left = count
+
+        async def caller() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                await call(body)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(caller() for _ in range(callers)))
+        elapsed = time.perf_counter() - start
+        return {"count": count, "elapsed": elapsed}
+
+
 def main() -> None:
     mode = sys.argv[1]
     if mode == "ours":
         result = asyncio.run(ours(sys.argv[2], sys.argv[3], int(sys.argv[4]),
                                   len(sys.argv) > 5 and sys.argv[5] == "latency"))
+    elif mode == "publish":
+        result = asyncio.run(publish(sys.argv[2], sys.argv[3], int(sys.argv[4]),
+                                     int(sys.argv[5])))
+    elif mode == "rawpub":
+        result = asyncio.run(rawpub(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
     elif mode == "share":
         asyncio.run(share(sys.argv[2], sys.argv[3], int(sys.argv[4])))
         return

@@ -43,8 +43,31 @@ ACK_CHUNK = 4096
 ACK_DELAY = 0.002
 #: how long closing waits for the server to end the stream after unsubscribe
 CLOSE_TIMEOUT = 5.0
+#: most events in one Publish request that gathers several publish() calls
+PUBLISH_CHUNK = 1000
 
 _DELIVERY_MODES = {"immediate": pb.DELIVERY_MODE_IMMEDIATE, "batched": pb.DELIVERY_MODE_BATCHED}
+
+
+class _PublishCall:
+    """A publish() call waiting for the next Publish request of its stream."""
+
+    __slots__ = ("messages", "future", "timeout")
+
+    def __init__(self, messages: list[Any], future: asyncio.Future[list[Published]],
+                 timeout: float | None) -> None:
+        self.messages, self.future, self.timeout = messages, future, timeout
+
+
+class _PublishLane:
+    """One stream's publish() calls: whether a request is in flight, and who waits for it."""
+
+    __slots__ = ("busy", "queue", "sender")
+
+    def __init__(self) -> None:
+        self.busy = False
+        self.queue: deque[_PublishCall] = deque()
+        self.sender: asyncio.Future[None] | None = None
 
 
 class RemoteError(SvrntyEventsError):
@@ -136,6 +159,10 @@ class EventClient(ProjectionClient):
             self._options += [o for o in LOOPBACK_OPTIONS if o[0] not in given]
         self._channel: grpc.aio.Channel | None = None
         self._stub: pb_grpc.EventServiceStub | None = None
+        #: per stream: publish() calls waiting for the Publish request in flight to finish
+        self._lanes: dict[str, _PublishLane] = {}
+        #: Publish requests sent (a gathered request counts once)
+        self.publish_requests = 0
 
     # --- connection ------------------------------------------------------------------------
 
@@ -168,7 +195,16 @@ class EventClient(ProjectionClient):
         await self.close()
 
     async def close(self) -> None:
-        """Close the channel (ongoing calls are cancelled). May be called twice."""
+        """Close the channel (ongoing calls are cancelled, publish() calls waiting for a
+        request fail with RemoteError CANCELLED). May be called twice."""
+        for lane in self._lanes.values():
+            while lane.queue:
+                call = lane.queue.popleft()
+                if not call.future.done():
+                    call.future.set_exception(RemoteError(grpc.StatusCode.CANCELLED,
+                                                          "the client was closed"))
+            if lane.sender is not None:
+                lane.sender.cancel()
         channel, self._channel, self._stub = self._channel, None, None
         if channel is not None:
             await channel.close()
@@ -237,7 +273,36 @@ class EventClient(ProjectionClient):
         """Append events to a ``cross_service`` stream of the server. Each item is a user
         ``Event`` (encoded as JSON, under ``correlation_id``: a new id shared by the batch when
         not given) or a ``RecordedEvent``. Raises RemoteError: PERMISSION_DENIED for an internal
-        stream, NOT_FOUND for an unknown one, INVALID_ARGUMENT naming a bad field."""
+        stream, NOT_FOUND for an unknown one, INVALID_ARGUMENT naming a bad field.
+
+        A call made while a Publish request to the same stream is in flight goes with the calls
+        made meanwhile in the next request (at most ``PUBLISH_CHUNK`` events each), so many
+        concurrent one-event publishers cost a request per round trip, not one per event; a
+        call alone goes at once. Each call still gets its own result: when a gathered request
+        is refused for a bad event, each of its calls is sent again on its own (appends are
+        idempotent by event id), so only the call with the bad event fails."""
+        messages = self._new_events(events, correlation_id, headers)
+        lane = self._lanes.get(stream)
+        if lane is None:
+            lane = self._lanes[stream] = _PublishLane()
+        if not lane.busy:  # nothing in flight for the stream: this call goes now, alone
+            lane.busy = True
+            try:
+                return await self._publish_now(stream, messages, timeout)
+            finally:
+                lane.busy = False
+                self._send_queued(stream, lane)
+        call = _PublishCall(messages, asyncio.get_running_loop().create_future(), timeout)
+        lane.queue.append(call)
+        try:
+            return await call.future
+        except asyncio.CancelledError:
+            if call in lane.queue:  # not sent: it never will be
+                lane.queue.remove(call)
+            raise
+
+    def _new_events(self, events: Sequence[Any], correlation_id: str | None,
+                    headers: Mapping[str, str] | None) -> list[Any]:
         correlation = correlation_id or str(uuid.uuid4())
         extra = dict(headers or {})
         messages = []
@@ -248,15 +313,75 @@ class EventClient(ProjectionClient):
                     data=event.data, content_type=event.content_type,
                     headers={**extra, **event.headers}, timestamp=to_timestamp(event.timestamp)))
             else:
-                from svrnty_events.events import event_type_name
-
                 messages.append(pb.NewEvent(
                     id=str(uuid.uuid4()), type=event_type_name(type(event)),
                     correlation_id=correlation, data=encode_payload(event), content_type=JSON,
                     headers=extra))
+        return messages
+
+    async def _publish_now(self, stream: str, messages: list[Any], timeout: float | None
+                           ) -> list[Published]:
+        self.publish_requests += 1
         response = await self._unary("Publish", pb.PublishRequest(stream=stream,
                                                                   events=messages), timeout)
         return [Published(e.id, e.sequence) for e in response.events]
+
+    def _send_queued(self, stream: str, lane: _PublishLane) -> None:
+        if lane.queue and not lane.busy:
+            lane.busy = True
+            lane.sender = asyncio.ensure_future(self._send_gathered(stream, lane))
+
+    async def _send_gathered(self, stream: str, lane: _PublishLane) -> None:
+        """Send what queued for ``stream``, as few requests as ``PUBLISH_CHUNK`` allows, until
+        nothing is queued."""
+        try:
+            while lane.queue:
+                calls: list[_PublishCall] = []
+                size = 0
+                while lane.queue and (not calls or size + len(lane.queue[0].messages)
+                                      <= PUBLISH_CHUNK):
+                    call = lane.queue.popleft()
+                    if not call.future.done():  # (a caller cancelled meanwhile)
+                        calls.append(call)
+                        size += len(call.messages)
+                if calls:
+                    await self._send_calls(stream, calls)
+        finally:
+            lane.busy = False
+            lane.sender = None
+            self._send_queued(stream, lane)  # (queued while the last step ran)
+
+    async def _send_calls(self, stream: str, calls: list[_PublishCall]) -> None:
+        timeouts = [c.timeout for c in calls if c.timeout is not None]
+        messages = [m for c in calls for m in c.messages]
+        try:
+            published = await self._publish_now(stream, messages,
+                                                min(timeouts) if timeouts else None)
+        except RemoteError as exc:
+            if len(calls) > 1 and exc.code == grpc.StatusCode.INVALID_ARGUMENT:
+                # one of them has a bad event (nothing of the request was appended): each
+                # call alone, so that only that one fails and the index in the error is its own
+                for call in calls:
+                    await self._send_calls(stream, [call])
+                return
+            for call in calls:
+                if not call.future.done():
+                    call.future.set_exception(exc)
+            return
+        except BaseException as exc:  # noqa: BLE001 - each caller gets it (cancelled: closed)
+            for call in calls:
+                if not call.future.done():
+                    if isinstance(exc, asyncio.CancelledError):
+                        call.future.cancel()
+                    else:
+                        call.future.set_exception(exc)
+            raise
+        at = 0
+        for call in calls:
+            n = len(call.messages)
+            if not call.future.done():
+                call.future.set_result(published[at:at + n])
+            at += n
 
     # --- dead letters and introspection ----------------------------------------------------------
 
