@@ -107,8 +107,9 @@ class Consumer:
         self._close_task: asyncio.Future[None] | None = None
         self._released_all: asyncio.Future[None] | None = None
         self._claims: set[asyncio.Future[Any]] = set()
-        #: acks sent to the store and not answered yet (a close waits for them)
-        self._acking: set[asyncio.Future[Any]] = set()
+        #: settlements (acks, nacks, dead letters, processed marks) sent to the store and not
+        #: answered yet: a close waits for them before it releases (see _track)
+        self._settling: set[asyncio.Future[Any]] = set()
         self._can_extend = True
         self._groups: set[str] = {group}  # every group this consumer claimed from
         self._rotation = 0
@@ -182,7 +183,9 @@ class Consumer:
             return
         loop = asyncio.get_running_loop()
         idle = loop.time() - self._last_seen
-        if self._waiting:  # waiting for events is being alive (waiting for room is not)
+        if self._waiting or self._settling:
+            # waiting for events, or for the store to answer a settlement, is being alive
+            # (waiting for room is not)
             idle = 0.0
         if idle >= self.heartbeat_timeout:
             log.warning("consumer %s of %s missed its heartbeat (%.1fs): releasing %d event(s)",
@@ -198,9 +201,12 @@ class Consumer:
         """Wait for events and hand them over: at least one, at most the free part of the
         window (and ``max_events``). Returns ``[]`` on ``timeout`` or once the consumer has
         completed (a terminal event was delivered). Raises ConsumerClosedError once closed."""
-        if not await self.wait_ready(timeout, max_events):
-            return []
-        return await self.take(max_events)
+        while True:
+            if not await self.wait_ready(timeout, max_events):
+                return []
+            taken = await self.take(max_events)
+            if taken:  # (empty: at-most-once, released meanwhile; wait for more)
+                return taken
 
     async def take(self, max_events: int | None = None) -> list[Delivery]:
         """Hand over what ``prefetched`` holds (at most ``max_events``). At-most-once: the
@@ -210,7 +216,9 @@ class Consumer:
         count = len(prefetched) if max_events is None else min(max_events, len(prefetched))
         taken = [prefetched.popleft() for _ in range(count)]
         if self._semantics == DeliverySemantics.AT_MOST_ONCE and taken:
-            await self._settle_before_hand_over(taken)
+            missing = await self._settle_before_hand_over(taken)
+            if missing:  # released meanwhile (a close): not this consumer's to hand over
+                taken = [d for d in taken if d.record.id not in missing]
         if taken and self.engine.observers is not None:
             now = time.time()
             for d in taken:
@@ -241,10 +249,12 @@ class Consumer:
             observers.events_delivered(subscription=self.subscription,
                                        consumer_id=self.consumer_id, deliveries=unreported)
 
-    async def _settle_before_hand_over(self, taken: list[Delivery]) -> None:
+    async def _settle_before_hand_over(self, taken: list[Delivery]) -> set[str]:
+        """At-most-once: settle ``taken`` in the store before it goes to code. Returns the ids
+        the store no longer had for this consumer: those must not be handed over."""
         pending = [d for d in taken if not d.settled]
         if not pending:
-            return
+            return set()
         held = self.held
         for d in pending:
             d.settled = True
@@ -253,9 +263,9 @@ class Consumer:
         outage = 0.0
         while True:
             # once sent, the acks run to their end whatever happens to the caller
-            job = eager.start(self._ack_groups(pending))
+            job = self._track(eager.start(self._ack_groups(pending)))
             try:
-                await asyncio.shield(job)
+                missing = await asyncio.shield(job)
                 break
             except asyncio.CancelledError:
                 # acked, the deliveries come first with the next fetch (settled: nothing is
@@ -279,13 +289,19 @@ class Consumer:
                 self._hold_again(pending)
                 raise
         self._settled(pending)
+        return missing
 
-    async def _ack_groups(self, deliveries: list[Delivery]) -> None:
+    async def _ack_groups(self, deliveries: list[Delivery]) -> set[str]:
+        """Ack ``deliveries`` per group; the ids the store says this consumer did not hold
+        (released or expired meanwhile: another consumer may have them now)."""
         by_group: dict[str, list[str]] = {}
         for d in deliveries:
             by_group.setdefault(d.group, []).append(d.record.id)
+        missing: set[str] = set()
         for group, ids in by_group.items():  # acking twice is harmless: a retry sends all
-            await self._store.ack(self.subscription, group, self.consumer_id, ids)
+            missing.update(await self._store.ack(self.subscription, group, self.consumer_id,
+                                                 ids))
+        return missing
 
     def _hold_again(self, deliveries: list[Delivery]) -> None:
         """Deliveries that were to be handed over and were not: back to the buffer's front."""
@@ -302,9 +318,12 @@ class Consumer:
             if not self.closed:
                 self._hold_again(rest)
             return
-        # acked in the store (at-most-once: done): the next fetch hands them over as they are
+        # acked in the store (at-most-once: done): the next fetch hands them over as they are,
+        # but for those the store no longer had for this consumer (released meanwhile)
+        missing = job.result()
         for d in reversed(rest):
-            self.prefetched.appendleft(d)
+            if d.record.id not in missing:
+                self.prefetched.appendleft(d)
         self._settled(rest)
 
     async def wait_ready(self, timeout: float | None = None,
@@ -689,23 +708,22 @@ class Consumer:
         await self._send_acks(taken)
 
     async def _send_acks(self, taken: list[tuple[str, list[Delivery], list[str]]]) -> None:
-        """Ack, per group, deliveries already marked settled and taken out of ``held``. Those
-        of a group the store refused, or not sent yet when the caller was cancelled, are
-        held again (unsettled); an ack already sent runs to its end."""
+        """Ack, per group, deliveries already marked settled and taken out of ``held``. Once
+        sent, the acks of every group run to their end in one job, whatever happens to the
+        caller: the store may apply them, so the consumer must not think it still holds them,
+        and a close waits for them. Those of a group the store refused (and of the groups after
+        it) are held again, unsettled."""
+        job = self._track(eager.start(self._ack_all(taken)))
+        try:
+            await asyncio.shield(job)
+        except asyncio.CancelledError:
+            job.add_done_callback(lambda j: self._ack_done(j, taken))
+            raise
+
+    async def _ack_all(self, taken: list[tuple[str, list[Delivery], list[str]]]) -> None:
         for i, (group, known, ids) in enumerate(taken):
-            # once sent, an ack runs to its end even if the caller is cancelled meanwhile:
-            # the store may apply it, so the consumer must not think it still holds them
-            job = eager.start(self._store.ack(self.subscription, group, self.consumer_id, ids))
-            if not job.done():
-                self._acking.add(job)
-                job.add_done_callback(self._acking.discard)
             try:
-                await asyncio.shield(job)
-            except asyncio.CancelledError:
-                job.add_done_callback(lambda j, known=known: self._ack_done(j, known))
-                for _, rest, _ in taken[i + 1:]:
-                    self._unsettle(rest)
-                raise
+                await self._store.ack(self.subscription, group, self.consumer_id, ids)
             except BaseException:
                 for _, rest, _ in taken[i:]:
                     self._unsettle(rest)
@@ -716,20 +734,30 @@ class Consumer:
                 await self._store.record_receipts(self.subscription, self.consumer_id, ids,
                                                   read=True)
 
+    def _track(self, job: asyncio.Future[Any]) -> asyncio.Future[Any]:
+        """Register a settlement in flight until it finishes (a close waits for it)."""
+        if not job.done():
+            self._settling.add(job)
+            job.add_done_callback(self._settling.discard)
+        return job
+
     def _unsettle(self, known: list[Delivery]) -> None:
         held = self.held
         for d in known:  # not acked: still held, so a retry can ack them (unless a newer
             # delivery of the event took its place: a delivery not settled is the one held)
             d.settled = held.setdefault(d.record.id, d) is not d
 
-    def _ack_done(self, job: asyncio.Future[Any], known: list[Delivery]) -> None:
-        # the ack of a cancelled caller finished
-        if job.cancelled() or job.exception() is not None:
-            if not self.closed:
-                self._unsettle(known)
-        else:
-            self._settled(known)
-            self._observe_acked(known)
+    def _ack_done(self, job: asyncio.Future[Any],
+                  taken: list[tuple[str, list[Delivery], list[str]]]) -> None:
+        # the acks of a cancelled caller finished: those the store refused are held again (by
+        # _ack_all) and go to the deferred acks, to be sent again
+        if job.cancelled() or job.exception() is None or self.closed:
+            return
+        held = self.held
+        again = [d for _, known, _ in taken for d in known if held.get(d.record.id) is d]
+        if again:
+            self._deferred_acks.extend(again)
+            self._arm_flush(_RETRY_INTERVAL)
 
     def _observe_acked(self, known: list[Delivery]) -> None:
         if (observers := self.engine.observers) is not None:
@@ -748,16 +776,18 @@ class Consumer:
             found = delivery or next((p for p in self.prefetched if p.record.id == event_id),
                                      None)
             group = found.group if found is not None else self.group
-            await self._store.ack_processed(self.subscription, group, self.consumer_id,
-                                            event_id)
+            job = self._track(eager.start(self._store.ack_processed(
+                self.subscription, group, self.consumer_id, event_id)))
+            try:
+                await asyncio.shield(job)
+            except asyncio.CancelledError:  # it runs to its end; its outcome is not awaited
+                job.add_done_callback(lambda j: j.cancelled() or j.exception())
+                raise
             if self._semantics != DeliverySemantics.AT_MOST_ONCE:
                 raise UnknownDeliveryError([event_id])
             return
-        await self._store.ack_processed(self.subscription, d.group, self.consumer_id,
-                                        event_id)
-        del self.held[event_id]
-        d.settled = True
-        self._settled([d])
+        await self._settle_in_store(d, self._store.ack_processed(
+            self.subscription, d.group, self.consumer_id, event_id))
         self._observe_acked([d])
         if self.runtime.mode.receipts:
             await self._store.record_receipts(self.subscription, self.consumer_id, [event_id],
@@ -861,15 +891,33 @@ class Consumer:
             self._last_seen = asyncio.get_running_loop().time()
             try:
                 await self._send_acks(taken)
-            except BaseException as exc:
-                # not acked (held again): kept for the next flush or the close
+            except BaseException:
+                # refused (held again): kept for the next flush or the close. A cancelled
+                # flush holds nothing again: its acks run to their end (see _send_acks)
                 self._deferred_acks[:0] = [d for d in deferred
                                            if self.held.get(d.record.id) is d]
-                if self._deferred_acks and not isinstance(exc, StoreUnavailableError):
-                    # (a cancelled flush, say: those deferred without a timer must not wait
-                    # for the next fetch; an unavailable store is retried by the caller)
-                    self._arm_flush(ACK_FLUSH_INTERVAL)
                 raise
+
+    async def _settle_in_store(self, d: Delivery, call: Any) -> Any:
+        """Run a store call that settles ``d`` (a nack, a dead letter, a processed mark with
+        its ack) to its end whatever happens to the caller, tracked so that a close waits for
+        it; ``d`` leaves ``held`` once the store has it (a failed call leaves it held)."""
+        job = self._track(eager.start(call))
+        try:
+            result = await asyncio.shield(job)
+        except asyncio.CancelledError:
+            job.add_done_callback(lambda j: j.cancelled() or j.exception() is not None
+                                  or self._forget_settled(d))
+            raise
+        self._forget_settled(d)
+        return result
+
+    def _forget_settled(self, d: Delivery) -> None:
+        if self.held.get(d.record.id) is d:
+            del self.held[d.record.id]
+        if not d.settled:
+            d.settled = True
+            self._settled([d])
 
     async def nack(self, event_id: str, *, delay: float | None = None, reason: str | None = None,
                    error: str | None = None) -> None:
@@ -885,17 +933,15 @@ class Consumer:
         config = self.runtime.config
         dead = bool(config.max_delivery_attempts and d.attempt >= config.max_delivery_attempts)
         if dead:
-            await self._store.dead_letter(self.subscription, d.group, self.consumer_id,
-                                          event_id, attempts=d.attempt,
-                                          reason=reason or "nacked", error=error)
+            await self._settle_in_store(d, self._store.dead_letter(
+                self.subscription, d.group, self.consumer_id, event_id, attempts=d.attempt,
+                reason=reason or "nacked", error=error))
         else:
             if delay is None:
                 delay = config.redelivery_delay_for(d.attempt)
-            await self._store.nack(self.subscription, d.group, self.consumer_id, event_id,
-                                   delay=max(delay, 0.0), reason=reason or error)
-        del self.held[event_id]  # only once the store has it: a failed call leaves it held
-        d.settled = True
-        self._settled([d])
+            await self._settle_in_store(d, self._store.nack(
+                self.subscription, d.group, self.consumer_id, event_id,
+                delay=max(delay, 0.0), reason=reason or error))
         if (observers := self.engine.observers) is not None:
             self.report_delivered()
             if dead:
@@ -913,11 +959,9 @@ class Consumer:
         d = self.held.get(event_id)
         if d is None or d.settled:
             raise UnknownDeliveryError([event_id])
-        await self._store.dead_letter(self.subscription, d.group, self.consumer_id, event_id,
-                                      attempts=d.attempt, reason=reason, error=error)
-        del self.held[event_id]
-        d.settled = True
-        self._settled([d])
+        await self._settle_in_store(d, self._store.dead_letter(
+            self.subscription, d.group, self.consumer_id, event_id, attempts=d.attempt,
+            reason=reason, error=error))
         if (observers := self.engine.observers) is not None:
             self.report_delivered()
             observers.events_dead_lettered(subscription=self.subscription,
@@ -981,11 +1025,18 @@ class Consumer:
             # never seen: let it land first (seeing the consumer closed, it gives its events
             # back itself, as unseen)
             await asyncio.wait(list(self._claims), timeout=self.runtime.config.visibility_timeout)
-        if self._acking:
-            # an ack sent before the close (a background flush of automatic acks) lands first:
-            # a release that overtook it would give its events, processed already, back to
-            # the store for another consumer
-            await asyncio.wait(list(self._acking), timeout=self.runtime.config.visibility_timeout)
+        if self._deferred_acks:
+            # deferred while the close's first flush ran (nothing is deferred once closed)
+            with suppress(Exception):
+                await self.flush_acks()
+        # what was sent to the store before (an ack flushed in the background, a nack, a
+        # processed mark) lands first: a release that overtook it would give events that code
+        # processed back to the store for another consumer. A settlement may start another
+        # (the next group's ack): wait until none is left
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.runtime.config.visibility_timeout
+        while self._settling and (left := until - loop.time()) > 0:
+            await asyncio.wait(list(self._settling), timeout=left)
         held = list(self.held.values())
         self.held.clear()
         unseen: dict[str, list[str]] = {}

@@ -115,9 +115,12 @@ class Subscriber:
                 raise StopAsyncIteration
         if consumer.at_most_once:  # settled in the store as it leaves the buffer
             try:
-                [self._last] = await consumer.take(1)
+                taken = await consumer.take(1)
             except ConsumerClosedError:
                 raise StopAsyncIteration from None
+            if not taken:  # released meanwhile (the consumer is closing): not ours
+                return await self.__anext__()
+            [self._last] = taken
         else:
             self._last = delivery = consumer.prefetched.popleft()
             if consumer.engine.observers is not None:
