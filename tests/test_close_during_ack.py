@@ -253,9 +253,9 @@ async def test_a_consumer_waiting_for_a_slow_ack_is_not_taken_for_dead():
     async with _streaming().run() as host:
         store = host.store
         await _publish(host, 2)
-        consumer = await host.open_consumer("sub", "c1", heartbeat_timeout=0.2)
+        consumer = await host.open_consumer("sub", "c1", heartbeat_timeout=0.5)
         [d] = await within(consumer.fetch(max_events=1))
-        store.ack_delay = 1.0  # five heartbeat timeouts
+        store.ack_delay = 2.0  # four heartbeat timeouts
         await within(consumer.ack([d.record.id]))
         assert not consumer.closed and store.releases_overtaking == 0
         await within(consumer.close())
