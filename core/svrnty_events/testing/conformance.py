@@ -25,6 +25,7 @@ from ..hookspecs import hookimpl
 from ..modes import Assignment, Mode
 from ..store import ClaimFilter, partition_group
 from ..subscriptions import Delivery
+from ..subscriptions.consumer import ACK_FLUSH_INTERVAL
 from .helpers import collect, within
 from .schedules import ScheduleConformance
 
@@ -1009,6 +1010,92 @@ class EngineSemantics(_Kit):
             assert sorted(processed) == list(range(total))
             assert [n for n, k in processed.items() if k > 1] == []  # 0 duplicates
             assert await host.dead_letters("sub") == []
+
+    async def test_consumers_leaving_while_their_automatic_acks_are_flushed_process_nothing_twice(
+            self, make):
+        """Consumers of an exclusive subscription, eight at a time, each leave about
+        ACK_FLUSH_INTERVAL after their first automatic ack was deferred, when the background
+        flush of their acks is on its way to the store, and are replaced, until every event is
+        processed: a close lets the acks sent before it land before it gives back what the
+        consumer holds. Half leave with ``break`` (``async with`` acks the last event), half
+        with ``aclose()`` in the loop body (the event in hand comes back once, at the next
+        attempt, and is processed again: nothing else is)."""
+        streaming = make(subscriptions={"sub": {"mode": "exclusive", "window": 100,
+                                                "visibility_timeout": 30,
+                                                "max_delivery_attempts": 50}})
+        total, slots, leavers = 6000, 8, 1000
+        rng = random.Random(13)
+        loop = asyncio.get_running_loop()
+        async with streaming.run() as host:
+            for i in range(0, total, 500):
+                await host.publish("s", ticks("s", 500, start=i), external=False)
+            attempts: dict[int, list[int]] = defaultdict(list)  # each hand-over to code
+            processed: Counter[int] = Counter()  # loop bodies that ran to their end
+            interrupted: Counter[int] = Counter()  # in code's hands when aclose() closed it
+            left: Counter[str] = Counter()
+            done = asyncio.Event()
+            joined = 0
+
+            def finish(n: int) -> None:
+                processed[n] += 1
+                if len(processed) == total:
+                    done.set()
+
+            async def consumer(cid: str, leaves: bool, by_close: bool, after: float) -> None:
+                leave_at: float | None = None
+                handed = 0
+                async with host.subscribe("sub", cid) as deliveries:
+                    while not done.is_set():
+                        d = await deliveries.next(timeout=0.2)
+                        if d is None:
+                            continue
+                        n = d.event.n
+                        attempts[n].append(d.attempt)
+                        handed += 1
+                        if handed == 2 and leaves:
+                            # the first event's ack was deferred as this one was handed over:
+                            # its flush goes to the store ACK_FLUSH_INTERVAL from now; leave
+                            # ``after`` that (from 1 ms before to 3 ms after: while it is sent)
+                            leave_at = loop.time() + ACK_FLUSH_INTERVAL + after
+                        if leave_at is not None:
+                            # the loop body's work: a little time, never past the leave
+                            pause = min(rng.uniform(0.0, 0.006), leave_at - loop.time())
+                            await asyncio.sleep(max(pause, 0.0))
+                            if loop.time() >= leave_at:
+                                if by_close:
+                                    interrupted[n] += 1  # held: it comes back, attempt + 1
+                                    left["aclose"] += 1
+                                    await deliveries.aclose()
+                                    return
+                                finish(n)  # acked by async with
+                                left["break"] += 1
+                                break
+                        finish(n)
+
+            async def slot() -> None:
+                nonlocal joined
+                while not done.is_set():
+                    joined += 1
+                    # the last ones stay to the end: bounded, whatever the timing
+                    await consumer(f"c{joined}", joined <= leavers, rng.random() < 0.5,
+                                   rng.uniform(-0.001, 0.003))
+
+            await within(asyncio.gather(*(slot() for _ in range(slots))), 60)
+            assert sum(left.values()) > 50, left  # consumers did leave, both ways
+            assert left["break"] and left["aclose"], left
+            assert sorted(processed) == list(range(total))
+            duplicates = {n: attempts[n] for n, k in processed.items() if k > 1}
+            assert duplicates == {}  # processed once each
+            # an attempt counts a hand-over to code: 1, and one more after each aclose() that
+            # found the event in code's hands
+            if not self.release_counts_unseen:
+                wrong = {n: (seen, interrupted[n]) for n, seen in attempts.items()
+                         if seen != list(range(1, interrupted[n] + 2))}
+                assert wrong == {}
+            assert await host.dead_letters("sub") == []
+            probe = await host.store.claim("sub", "", "probe", max_count=1,
+                                           visibility_timeout=1)
+            assert probe.claimed == []  # nothing given back after it was processed
 
     async def test_in_progress_keeps_a_slow_event_from_being_redelivered(self, make):
         streaming = make(subscriptions={"sub": {"mode": "exclusive",
