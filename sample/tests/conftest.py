@@ -35,10 +35,10 @@ def sample_command() -> list[str]:
 class SampleProcess:
     """A running ``svrnty-sample``. ``http_url`` and ``grpc_target`` come from its banner."""
 
-    def __init__(self, args: Sequence[str] = ()) -> None:
+    def __init__(self, args: Sequence[str] = (), plugins: str = "memory,grpc") -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1",
                    # only the plugins the sample needs, whatever else is installed
-                   SVRNTY_EVENTS_PLUGINS="memory,grpc")
+                   SVRNTY_EVENTS_PLUGINS=plugins)
         self.proc = subprocess.Popen(
             [*sample_command(), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, text=True, bufsize=1, env=env,
@@ -150,8 +150,8 @@ def start_sample() -> Iterator[Callable[..., SampleProcess]]:
     """Start sample processes of the test's own (killed at the end of the test)."""
     started: list[SampleProcess] = []
 
-    def start(*args: str) -> SampleProcess:
-        process = SampleProcess(args)
+    def start(*args: str, plugins: str = "memory,grpc") -> SampleProcess:
+        process = SampleProcess(args, plugins)
         started.append(process)
         return process
 
