@@ -259,3 +259,53 @@ async def test_a_consumer_waiting_for_a_slow_ack_is_not_taken_for_dead():
         await within(consumer.ack([d.record.id]))
         assert not consumer.closed and store.releases_overtaking == 0
         await within(consumer.close())
+
+
+class LostReplyStore(MemoryStore):
+    """The memory store whose next ack is applied and then answered as unreachable (the reply
+    lost on its way back)."""
+
+    lose_next_reply = False
+
+    async def ack(self, *args, **kwargs):
+        result = await super().ack(*args, **kwargs)
+        if self.lose_next_reply:
+            self.lose_next_reply = False
+            from svrnty_events.errors import StoreUnavailableError
+
+            raise StoreUnavailableError("connection lost before the reply")
+        return result
+
+
+class LostReplyPlugin:
+    @hookimpl
+    def register_event_stores(self, register):
+        register("lost-reply", LostReplyStore)
+
+
+async def test_an_at_most_once_hand_over_whose_ack_reply_was_lost_still_reaches_code():
+    streaming = EventStreaming(store="lost-reply", plugins=[LostReplyPlugin()])
+    streaming.add_stream("s", type=StreamType.PERSISTENT, delivery_semantics="at_most_once")
+    streaming.add_subscription("s", "sub", mode="exclusive")
+    async with streaming.run() as host:
+        await _publish(host, 3)
+        consumer = await host.open_consumer("sub", "c1")
+        host.store.lose_next_reply = True
+        # the retry finds the events settled already (by the first attempt): still ours
+        got = await within(consumer.fetch())
+        assert [d.event.n for d in got] == [0, 1, 2]
+        # nothing is left in the store to hand to anyone else
+        assert await within(consumer.fetch(timeout=0.2)) == []
+        await within(consumer.close())
+
+
+async def test_a_fetch_of_no_event_returns_at_once():
+    async with _streaming().run() as host:
+        await _publish(host, 3)
+        consumer = await host.open_consumer("sub", "c1")
+        assert await within(consumer.wait_ready())  # all three claimed into the buffer
+        [d] = await within(consumer.fetch(max_events=1))
+        assert d.event.n == 0 and len(consumer.prefetched) == 2
+        assert await within(consumer.fetch(max_events=0)) == []
+        assert [x.event.n for x in await within(consumer.fetch())] == [1, 2]
+        await within(consumer.close())

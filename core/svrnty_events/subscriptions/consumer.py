@@ -201,12 +201,14 @@ class Consumer:
         """Wait for events and hand them over: at least one, at most the free part of the
         window (and ``max_events``). Returns ``[]`` on ``timeout`` or once the consumer has
         completed (a terminal event was delivered). Raises ConsumerClosedError once closed."""
+        if max_events is not None and max_events <= 0:
+            return []
         while True:
             if not await self.wait_ready(timeout, max_events):
                 return []
             taken = await self.take(max_events)
-            if taken:  # (empty: at-most-once, released meanwhile; wait for more)
-                return taken
+            if taken or self._semantics != DeliverySemantics.AT_MOST_ONCE:
+                return taken  # (at-most-once, empty: released meanwhile; wait for more)
 
     async def take(self, max_events: int | None = None) -> list[Delivery]:
         """Hand over what ``prefetched`` holds (at most ``max_events``). At-most-once: the
@@ -261,11 +263,16 @@ class Consumer:
             if held.get(d.record.id) is d:
                 del held[d.record.id]
         outage = 0.0
+        retried = False
         while True:
             # once sent, the acks run to their end whatever happens to the caller
             job = self._track(eager.start(self._ack_groups(pending)))
             try:
                 missing = await asyncio.shield(job)
+                if retried:
+                    # an attempt before may have been applied with its reply lost: what this
+                    # one finds settled already may be ours, so hand everything over
+                    missing = set()
                 break
             except asyncio.CancelledError:
                 # acked, the deliveries come first with the next fetch (settled: nothing is
@@ -278,6 +285,7 @@ class Consumer:
                     raise ConsumerClosedError(self.close_reason or "consumer is closed") \
                         from exc
                 outage = min(outage * 2 if outage else 0.05, 2.0)
+                retried = True
                 log.warning("store unavailable for %s/%s (%s): retrying in %.2fs",
                             self.subscription, self.consumer_id, exc, outage)
                 try:

@@ -45,6 +45,10 @@ ACK_DELAY = 0.002
 CLOSE_TIMEOUT = 5.0
 #: most events in one Publish request that gathers several publish() calls
 PUBLISH_CHUNK = 1000
+#: statuses of a gathered Publish request that each of its calls may not share: each is sent
+#: again alone (a bad event, a request too large together, another call's deadline)
+_RETRY_ALONE = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          grpc.StatusCode.DEADLINE_EXCEEDED})
 
 _DELIVERY_MODES = {"immediate": pb.DELIVERY_MODE_IMMEDIATE, "batched": pb.DELIVERY_MODE_BATCHED}
 
@@ -52,11 +56,12 @@ _DELIVERY_MODES = {"immediate": pb.DELIVERY_MODE_IMMEDIATE, "batched": pb.DELIVE
 class _PublishCall:
     """A publish() call waiting for the next Publish request of its stream."""
 
-    __slots__ = ("messages", "future", "timeout")
+    __slots__ = ("messages", "future", "deadline", "size")
 
     def __init__(self, messages: list[Any], future: asyncio.Future[list[Published]],
-                 timeout: float | None) -> None:
-        self.messages, self.future, self.timeout = messages, future, timeout
+                 deadline: float | None) -> None:
+        self.messages, self.future, self.deadline = messages, future, deadline
+        self.size = sum(m.ByteSize() for m in messages)
 
 
 class _PublishLane:
@@ -152,6 +157,8 @@ class EventClient(ProjectionClient):
                         (scheme_tls if scheme_tls is not None else root_certificates))
         self.token = token
         self.root_certificates = root_certificates
+        #: bytes of events one gathered Publish request carries at most (room for the rest)
+        self._publish_bytes = max(max_message_bytes - 64 * 1024, max_message_bytes // 2)
         self._options = [("grpc.max_receive_message_length", max_message_bytes),
                          ("grpc.max_send_message_length", max_message_bytes), *options]
         if is_loopback(self.address):
@@ -163,6 +170,7 @@ class EventClient(ProjectionClient):
         self._lanes: dict[str, _PublishLane] = {}
         #: Publish requests sent (a gathered request counts once)
         self.publish_requests = 0
+        self._closes = 0  # what a publish sender started before a close must not send after it
 
     # --- connection ------------------------------------------------------------------------
 
@@ -197,14 +205,14 @@ class EventClient(ProjectionClient):
     async def close(self) -> None:
         """Close the channel (ongoing calls are cancelled, publish() calls waiting for a
         request fail with RemoteError CANCELLED). May be called twice."""
+        # (a request in flight fails with CANCELLED as the channel closes)
+        self._closes += 1
         for lane in self._lanes.values():
             while lane.queue:
                 call = lane.queue.popleft()
                 if not call.future.done():
                     call.future.set_exception(RemoteError(grpc.StatusCode.CANCELLED,
                                                           "the client was closed"))
-            if lane.sender is not None:
-                lane.sender.cancel()
         channel, self._channel, self._stub = self._channel, None, None
         if channel is not None:
             await channel.close()
@@ -276,11 +284,12 @@ class EventClient(ProjectionClient):
         stream, NOT_FOUND for an unknown one, INVALID_ARGUMENT naming a bad field.
 
         A call made while a Publish request to the same stream is in flight goes with the calls
-        made meanwhile in the next request (at most ``PUBLISH_CHUNK`` events each), so many
-        concurrent one-event publishers cost a request per round trip, not one per event; a
-        call alone goes at once. Each call still gets its own result: when a gathered request
-        is refused for a bad event, each of its calls is sent again on its own (appends are
-        idempotent by event id), so only the call with the bad event fails."""
+        made meanwhile in the next request (at most ``PUBLISH_CHUNK`` events, and what fits in
+        a message), so many concurrent one-event publishers cost a request per round trip, not
+        one per event; a call alone goes at once. Each call still gets its own result: when a
+        gathered request is refused for a bad event, for its size or for the deadline of one of
+        its calls, each call is sent again on its own (appends are idempotent by event id), so
+        only the call at fault fails. ``timeout`` counts from the call, waiting included."""
         messages = self._new_events(events, correlation_id, headers)
         lane = self._lanes.get(stream)
         if lane is None:
@@ -292,10 +301,22 @@ class EventClient(ProjectionClient):
             finally:
                 lane.busy = False
                 self._send_queued(stream, lane)
-        call = _PublishCall(messages, asyncio.get_running_loop().create_future(), timeout)
+        loop = asyncio.get_running_loop()
+        call = _PublishCall(messages, loop.create_future(),
+                            None if timeout is None else loop.time() + timeout)
         lane.queue.append(call)
         try:
-            return await call.future
+            if call.deadline is None:
+                return await call.future
+            try:
+                return await asyncio.wait_for(asyncio.shield(call.future),
+                                              max(call.deadline - loop.time(), 0.0))
+            except TimeoutError:
+                if call not in lane.queue:  # sent: its request carries its deadline
+                    return await call.future
+                lane.queue.remove(call)
+                raise RemoteError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                  "publish: the timeout passed before it was sent") from None
         except asyncio.CancelledError:
             if call in lane.queue:  # not sent: it never will be
                 lane.queue.remove(call)
@@ -334,48 +355,65 @@ class EventClient(ProjectionClient):
     async def _send_gathered(self, stream: str, lane: _PublishLane) -> None:
         """Send what queued for ``stream``, as few requests as ``PUBLISH_CHUNK`` allows, until
         nothing is queued."""
+        closes = self._closes
         try:
             while lane.queue:
                 calls: list[_PublishCall] = []
-                size = 0
-                while lane.queue and (not calls or size + len(lane.queue[0].messages)
-                                      <= PUBLISH_CHUNK):
+                count = size = 0
+                while lane.queue and (not calls or (
+                        count + len(lane.queue[0].messages) <= PUBLISH_CHUNK
+                        and size + lane.queue[0].size <= self._publish_bytes)):
                     call = lane.queue.popleft()
                     if not call.future.done():  # (a caller cancelled meanwhile)
                         calls.append(call)
-                        size += len(call.messages)
+                        count += len(call.messages)
+                        size += call.size
                 if calls:
-                    await self._send_calls(stream, calls)
+                    try:
+                        await self._send_calls(stream, calls, closes)
+                    except BaseException as exc:  # noqa: BLE001 - none of them may hang
+                        error = exc if isinstance(exc, RemoteError) else RemoteError(
+                            grpc.StatusCode.CANCELLED, f"publish did not complete: {exc!r}")
+                        for call in calls:
+                            if not call.future.done():
+                                call.future.set_exception(error)
+                        raise
         finally:
             lane.busy = False
             lane.sender = None
             self._send_queued(stream, lane)  # (queued while the last step ran)
 
-    async def _send_calls(self, stream: str, calls: list[_PublishCall]) -> None:
-        timeouts = [c.timeout for c in calls if c.timeout is not None]
+    async def _send_calls(self, stream: str, calls: list[_PublishCall], closes: int) -> None:
+        if closes != self._closes:  # closed since they were queued: not sent on a new channel
+            for call in calls:
+                if not call.future.done():
+                    call.future.set_exception(RemoteError(grpc.StatusCode.CANCELLED,
+                                                          "the client was closed"))
+            return
+        now = asyncio.get_running_loop().time()
+        late = [c for c in calls if c.deadline is not None and c.deadline <= now]
+        for call in late:  # its timeout passed while it waited
+            call.future.set_exception(RemoteError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                                  "publish: timeout passed before it was sent"))
+        calls = [c for c in calls if c not in late]
+        if not calls:
+            return
+        deadlines = [c.deadline for c in calls if c.deadline is not None]
         messages = [m for c in calls for m in c.messages]
         try:
-            published = await self._publish_now(stream, messages,
-                                                min(timeouts) if timeouts else None)
+            published = await self._publish_now(
+                stream, messages, min(deadlines) - now if deadlines else None)
         except RemoteError as exc:
-            if len(calls) > 1 and exc.code == grpc.StatusCode.INVALID_ARGUMENT:
-                # one of them has a bad event (nothing of the request was appended): each
-                # call alone, so that only that one fails and the index in the error is its own
+            if len(calls) > 1 and exc.code in _RETRY_ALONE:
+                # nothing of the request was appended, or appending again is harmless: each
+                # call alone, so that only the call at fault fails (with its own index)
                 for call in calls:
-                    await self._send_calls(stream, [call])
+                    await self._send_calls(stream, [call], closes)
                 return
             for call in calls:
                 if not call.future.done():
                     call.future.set_exception(exc)
             return
-        except BaseException as exc:  # noqa: BLE001 - each caller gets it (cancelled: closed)
-            for call in calls:
-                if not call.future.done():
-                    if isinstance(exc, asyncio.CancelledError):
-                        call.future.cancel()
-                    else:
-                        call.future.set_exception(exc)
-            raise
         at = 0
         for call in calls:
             n = len(call.messages)

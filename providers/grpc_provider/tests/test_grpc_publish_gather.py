@@ -161,3 +161,54 @@ async def test_closing_the_client_fails_the_calls_still_waiting():
         await asyncio.gather(first, return_exceptions=True)
         host.store.gate.set()
         assert all(e.data != b'{"n":5}' for e in await host.read("parcels"))
+
+
+async def test_closing_while_a_gathered_request_is_retried_call_by_call_resolves_every_call():
+    async with _streaming().run() as host:
+        port = host.providers["grpc"].port
+        client = EventClient(f"127.0.0.1:{port}")
+        store = host.store
+        first = await _parked(host, client)
+        bad = record(ParcelBooked(n=99), stream="parcels", correlation_id="wf-bad")
+        bad = bad.__class__(**{**{f: getattr(bad, f) for f in bad.__struct_fields__},
+                               "data": b"{not json"})
+        calls = [asyncio.ensure_future(client.publish("parcels", [e]))
+                 for e in (_event(1), bad, _event(2))]
+        await _until(lambda: len(client._lanes["parcels"].queue) == 3)
+        # let the first go; from then on appends wait again: the gathered request is refused
+        # (the bad event), and the retry of the first call alone waits in the store
+        gate, store.gate = store.gate, asyncio.Event()
+        gate.set()
+        await within(first)
+        await _until(lambda: store.appends_waiting == 1)
+        await within(client.close())
+        outcomes = await within(asyncio.gather(*calls, return_exceptions=True))
+        assert all(isinstance(o, RemoteError) and o.code == grpc.StatusCode.CANCELLED
+                   for o in outcomes), outcomes
+        assert client._channel is None  # nothing was sent on a new channel after the close
+        store.gate.set()
+
+
+async def test_calls_too_large_together_go_alone_and_a_waiting_call_keeps_its_timeout():
+    async with _streaming().run() as host:
+        port = host.providers["grpc"].port
+        async with EventClient(f"127.0.0.1:{port}", max_message_bytes=1024 * 1024) as client:
+            first = await _parked(host, client)
+            big = [record(ParcelBooked(n=i), stream="parcels", correlation_id="wf-big")
+                   for i in range(4)]
+            big = [e.__class__(**{**{f: getattr(e, f) for f in e.__struct_fields__},
+                                  "data": b'{"n":%d,"pad":"%s"}' % (i, b"x" * 400_000)})
+                   for i, e in enumerate(big)]
+            calls = [asyncio.ensure_future(client.publish("parcels", [e])) for e in big]
+            hurried = asyncio.ensure_future(client.publish("parcels", [_event(7)],
+                                                           timeout=0.2))
+            await _until(lambda: len(client._lanes["parcels"].queue) == 5)
+            with pytest.raises(RemoteError) as info:
+                await within(hurried)  # its 0.2 s passed while the first was held
+            assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+            host.store.gate.set()
+            await within(first)
+            results = await within(asyncio.gather(*calls))
+        assert [r[0].id for r in results] == [e.id for e in big]
+        stored = [e.id for e in await host.read("parcels")]
+        assert len(stored) == 5 and set(stored) >= {e.id for e in big}
