@@ -9,6 +9,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -104,15 +105,23 @@ async def raw(n: int, per_message: int) -> float:
         for _ in range(messages):
             yield body
 
+    return await _raw_rate("Stream", grpc.unary_stream_rpc_method_handler, stream,
+                           "raw", str(messages * per_message))
+
+
+async def _raw_rate(method: str, kind: Any, implementation: Any, *worker_args: str) -> float:
+    """Events/s a worker reports against a raw grpc.aio server of one ``bench.Raw`` method
+    (bytes in, bytes out); the worker gets the server's target after its mode."""
     handler = grpc.method_handlers_generic_handler("bench.Raw", {
-        "Stream": grpc.unary_stream_rpc_method_handler(
-            stream, request_deserializer=lambda b: b, response_serializer=lambda b: b)})
+        method: kind(implementation, request_deserializer=lambda b: b,
+                     response_serializer=lambda b: b)})
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((handler,))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
-        proc = await start_worker("raw", f"127.0.0.1:{port}", str(messages * per_message))
+        mode, *rest = worker_args
+        proc = await start_worker(mode, f"127.0.0.1:{port}", *rest)
         result = await finish_worker(proc)
         return result["count"] / result["elapsed"]
     finally:
@@ -140,19 +149,8 @@ async def raw_publish(n: int, callers: int) -> float:
     async def publish(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         return request[:16]
 
-    handler = grpc.method_handlers_generic_handler("bench.Raw", {
-        "Publish": grpc.unary_unary_rpc_method_handler(
-            publish, request_deserializer=lambda b: b, response_serializer=lambda b: b)})
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        proc = await start_worker("rawpub", f"127.0.0.1:{port}", str(n), str(callers))
-        result = await finish_worker(proc)
-        return result["count"] / result["elapsed"]
-    finally:
-        await server.stop(1)
+    return await _raw_rate("Publish", grpc.unary_unary_rpc_method_handler, publish,
+                           "rawpub", str(n), str(callers))
 
 
 async def run(quick: bool, progress) -> list[Result]:  # type: ignore[no-untyped-def]

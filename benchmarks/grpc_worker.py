@@ -15,6 +15,7 @@ import asyncio
 import json
 import sys
 import time
+from typing import Any
 
 
 async def ours(target: str, subscription: str, count: int, latency: bool) -> dict:
@@ -117,17 +118,8 @@ async def publish(target: str, stream: str, count: int, callers: int) -> dict:
         await client.channel.channel_ready()
         freeze_startup_heap()
         print("ready", flush=True)
-        left = count
-
-        async def caller() -> None:
-            nonlocal left
-            while left > 0:
-                left -= 1
-                await client.publish(stream, [Tick(n=left)], correlation_id="bench")
-
-        start = time.perf_counter()
-        await asyncio.gather(*(caller() for _ in range(callers)))
-        elapsed = time.perf_counter() - start
+        elapsed = await _callers(count, callers, lambda n: client.publish(
+            stream, [Tick(n=n)], correlation_id="bench"))
         return {"count": count, "elapsed": elapsed, "requests": client.publish_requests}
 
 
@@ -144,18 +136,23 @@ async def rawpub(target: str, count: int, callers: int) -> dict:
         await channel.channel_ready()
         freeze_startup_heap()
         print("ready", flush=True)
-        left = count
-
-        async def caller() -> None:
-            nonlocal left
-            while left > 0:
-                left -= 1
-                await call(body)
-
-        start = time.perf_counter()
-        await asyncio.gather(*(caller() for _ in range(callers)))
-        elapsed = time.perf_counter() - start
+        elapsed = await _callers(count, callers, lambda n: call(body))
         return {"count": count, "elapsed": elapsed}
+
+
+async def _callers(count: int, callers: int, send: Any) -> float:
+    """Seconds for ``callers`` tasks to make ``count`` awaited ``send(n)`` calls between them."""
+    left = count
+
+    async def caller() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            await send(left)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(callers)))
+    return time.perf_counter() - start
 
 
 def main() -> None:

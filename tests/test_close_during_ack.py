@@ -11,10 +11,13 @@ import asyncio
 
 import pytest
 
-from svrnty_events import Event, EventStreaming, StreamType, hookimpl
+from svrnty_events import Event, EventStreaming, StreamType
+from svrnty_events.errors import StoreUnavailableError
 from svrnty_events.events import record
 from svrnty_events.testing import eventually, within
 from svrnty_events_memory import MemoryStore
+
+from .support import store_plugin
 
 
 class CloseAckPing(Event):
@@ -61,14 +64,11 @@ class SlowAckStore(MemoryStore):
         return await super().release(*args, **kwargs)
 
 
-class SlowAckPlugin:
-    @hookimpl
-    def register_event_stores(self, register):
-        register("slow-ack", SlowAckStore)
+SLOW_ACK = store_plugin("slow-ack", SlowAckStore, name="slow-ack-store")
 
 
 async def test_a_closing_consumer_lets_its_acks_land_before_it_releases():
-    streaming = EventStreaming(store="slow-ack", plugins=[SlowAckPlugin()])
+    streaming = EventStreaming(store="slow-ack", plugins=[SLOW_ACK])
     streaming.add_stream("s", type=StreamType.PERSISTENT)
     streaming.add_subscription("s", "sub", mode="exclusive")
     async with streaming.run() as host:
@@ -111,7 +111,7 @@ async def _settled(host):
 
 
 def _streaming(**stream) -> EventStreaming:
-    streaming = EventStreaming(store="slow-ack", plugins=[SlowAckPlugin()])
+    streaming = EventStreaming(store="slow-ack", plugins=[SLOW_ACK])
     mode = stream.pop("mode", "exclusive")
     streaming.add_stream("s", type=StreamType.PERSISTENT, **stream)
     streaming.add_subscription("s", "sub", mode=mode)
@@ -271,20 +271,15 @@ class LostReplyStore(MemoryStore):
         result = await super().ack(*args, **kwargs)
         if self.lose_next_reply:
             self.lose_next_reply = False
-            from svrnty_events.errors import StoreUnavailableError
-
             raise StoreUnavailableError("connection lost before the reply")
         return result
 
 
-class LostReplyPlugin:
-    @hookimpl
-    def register_event_stores(self, register):
-        register("lost-reply", LostReplyStore)
+LOST_REPLY = store_plugin("lost-reply", LostReplyStore, name="lost-reply-store")
 
 
 async def test_an_at_most_once_hand_over_whose_ack_reply_was_lost_still_reaches_code():
-    streaming = EventStreaming(store="lost-reply", plugins=[LostReplyPlugin()])
+    streaming = EventStreaming(store="lost-reply", plugins=[LOST_REPLY])
     streaming.add_stream("s", type=StreamType.PERSISTENT, delivery_semantics="at_most_once")
     streaming.add_subscription("s", "sub", mode="exclusive")
     async with streaming.run() as host:

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
@@ -34,6 +34,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("svrnty_events.subscriptions")
 _attempt = attrgetter("attempt")
+
+
+def _failed(job: asyncio.Future[Any]) -> bool:
+    """True when ``job`` did not succeed (retrieving its exception, so none goes unseen)."""
+    return job.cancelled() or job.exception() is not None
 
 #: automatic acks wait at most this long for others to go in one store call
 ACK_FLUSH_INTERVAL = 0.05
@@ -108,7 +113,7 @@ class Consumer:
         self._released_all: asyncio.Future[None] | None = None
         self._claims: set[asyncio.Future[Any]] = set()
         #: settlements (acks, nacks, dead letters, processed marks) sent to the store and not
-        #: answered yet: a close waits for them before it releases (see _track)
+        #: answered yet: a close waits for them before it releases (see _settle)
         self._settling: set[asyncio.Future[Any]] = set()
         self._can_extend = True
         self._groups: set[str] = {group}  # every group this consumer claimed from
@@ -265,19 +270,17 @@ class Consumer:
         outage = 0.0
         retried = False
         while True:
-            # once sent, the acks run to their end whatever happens to the caller
-            job = self._track(eager.start(self._ack_groups(pending)))
             try:
-                missing = await asyncio.shield(job)
+                # acked, the deliveries come first with the next fetch even if this caller is
+                # cancelled (settled: nothing is handed over twice); not acked, held again
+                missing = await self._settle(self._ack_groups(pending),
+                                             lambda j: self._hand_over_later(j, pending))
                 if retried:
                     # an attempt before may have been applied with its reply lost: what this
                     # one finds settled already may be ours, so hand everything over
                     missing = set()
                 break
             except asyncio.CancelledError:
-                # acked, the deliveries come first with the next fetch (settled: nothing is
-                # handed over twice); not acked, they are held again
-                job.add_done_callback(lambda j: self._hand_over_later(j, pending))
                 raise
             except StoreUnavailableError as exc:
                 if self.closed:
@@ -721,12 +724,7 @@ class Consumer:
         caller: the store may apply them, so the consumer must not think it still holds them,
         and a close waits for them. Those of a group the store refused (and of the groups after
         it) are held again, unsettled."""
-        job = self._track(eager.start(self._ack_all(taken)))
-        try:
-            await asyncio.shield(job)
-        except asyncio.CancelledError:
-            job.add_done_callback(lambda j: self._ack_done(j, taken))
-            raise
+        await self._settle(self._ack_all(taken), lambda j: self._ack_done(j, taken))
 
     async def _ack_all(self, taken: list[tuple[str, list[Delivery], list[str]]]) -> None:
         for i, (group, known, ids) in enumerate(taken):
@@ -742,12 +740,20 @@ class Consumer:
                 await self._store.record_receipts(self.subscription, self.consumer_id, ids,
                                                   read=True)
 
-    def _track(self, job: asyncio.Future[Any]) -> asyncio.Future[Any]:
-        """Register a settlement in flight until it finishes (a close waits for it)."""
+    async def _settle(self, call: Any,
+                      landed_later: Callable[[asyncio.Future[Any]], Any] | None = None) -> Any:
+        """Run a settlement (a store call, or several) to its end whatever happens to the
+        caller, registered in flight until it finishes (a close waits for it). A caller
+        cancelled meanwhile leaves ``landed_later(job)`` to run once it has finished."""
+        job = eager.start(call)
         if not job.done():
             self._settling.add(job)
             job.add_done_callback(self._settling.discard)
-        return job
+        try:
+            return await asyncio.shield(job)
+        except asyncio.CancelledError:
+            job.add_done_callback(landed_later or _failed)
+            raise
 
     def _unsettle(self, known: list[Delivery]) -> None:
         held = self.held
@@ -784,13 +790,8 @@ class Consumer:
             found = delivery or next((p for p in self.prefetched if p.record.id == event_id),
                                      None)
             group = found.group if found is not None else self.group
-            job = self._track(eager.start(self._store.ack_processed(
-                self.subscription, group, self.consumer_id, event_id)))
-            try:
-                await asyncio.shield(job)
-            except asyncio.CancelledError:  # it runs to its end; its outcome is not awaited
-                job.add_done_callback(lambda j: j.cancelled() or j.exception())
-                raise
+            await self._settle(self._store.ack_processed(self.subscription, group,
+                                                         self.consumer_id, event_id))
             if self._semantics != DeliverySemantics.AT_MOST_ONCE:
                 raise UnknownDeliveryError([event_id])
             return
@@ -910,13 +911,7 @@ class Consumer:
         """Run a store call that settles ``d`` (a nack, a dead letter, a processed mark with
         its ack) to its end whatever happens to the caller, tracked so that a close waits for
         it; ``d`` leaves ``held`` once the store has it (a failed call leaves it held)."""
-        job = self._track(eager.start(call))
-        try:
-            result = await asyncio.shield(job)
-        except asyncio.CancelledError:
-            job.add_done_callback(lambda j: j.cancelled() or j.exception() is not None
-                                  or self._forget_settled(d))
-            raise
+        result = await self._settle(call, lambda j: _failed(j) or self._forget_settled(d))
         self._forget_settled(d)
         return result
 

@@ -72,7 +72,23 @@ class _PublishLane:
     def __init__(self) -> None:
         self.busy = False
         self.queue: deque[_PublishCall] = deque()
+        #: the task sending what queued (held here: the event loop keeps only a weak reference)
         self.sender: asyncio.Future[None] | None = None
+
+
+def _fail(calls: Iterable[_PublishCall], error: BaseException) -> None:
+    for call in calls:
+        if not call.future.done():
+            call.future.set_exception(error)
+
+
+def _closed() -> RemoteError:
+    return RemoteError(grpc.StatusCode.CANCELLED, "the client was closed")
+
+
+def _too_late() -> RemoteError:
+    return RemoteError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                       "publish: the timeout passed before it was sent")
 
 
 class RemoteError(SvrntyEventsError):
@@ -208,11 +224,8 @@ class EventClient(ProjectionClient):
         # (a request in flight fails with CANCELLED as the channel closes)
         self._closes += 1
         for lane in self._lanes.values():
-            while lane.queue:
-                call = lane.queue.popleft()
-                if not call.future.done():
-                    call.future.set_exception(RemoteError(grpc.StatusCode.CANCELLED,
-                                                          "the client was closed"))
+            _fail(lane.queue, _closed())
+            lane.queue.clear()
         channel, self._channel, self._stub = self._channel, None, None
         if channel is not None:
             await channel.close()
@@ -315,8 +328,7 @@ class EventClient(ProjectionClient):
                 if call not in lane.queue:  # sent: its request carries its deadline
                     return await call.future
                 lane.queue.remove(call)
-                raise RemoteError(grpc.StatusCode.DEADLINE_EXCEEDED,
-                                  "publish: the timeout passed before it was sent") from None
+                raise _too_late() from None
         except asyncio.CancelledError:
             if call in lane.queue:  # not sent: it never will be
                 lane.queue.remove(call)
@@ -372,11 +384,8 @@ class EventClient(ProjectionClient):
                     try:
                         await self._send_calls(stream, calls, closes)
                     except BaseException as exc:  # noqa: BLE001 - none of them may hang
-                        error = exc if isinstance(exc, RemoteError) else RemoteError(
-                            grpc.StatusCode.CANCELLED, f"publish did not complete: {exc!r}")
-                        for call in calls:
-                            if not call.future.done():
-                                call.future.set_exception(error)
+                        _fail(calls, exc if isinstance(exc, RemoteError) else RemoteError(
+                            grpc.StatusCode.CANCELLED, f"publish did not complete: {exc!r}"))
                         raise
         finally:
             lane.busy = False
@@ -385,16 +394,11 @@ class EventClient(ProjectionClient):
 
     async def _send_calls(self, stream: str, calls: list[_PublishCall], closes: int) -> None:
         if closes != self._closes:  # closed since they were queued: not sent on a new channel
-            for call in calls:
-                if not call.future.done():
-                    call.future.set_exception(RemoteError(grpc.StatusCode.CANCELLED,
-                                                          "the client was closed"))
+            _fail(calls, _closed())
             return
         now = asyncio.get_running_loop().time()
         late = [c for c in calls if c.deadline is not None and c.deadline <= now]
-        for call in late:  # its timeout passed while it waited
-            call.future.set_exception(RemoteError(grpc.StatusCode.DEADLINE_EXCEEDED,
-                                                  "publish: timeout passed before it was sent"))
+        _fail(late, _too_late())  # their timeout passed while they waited
         calls = [c for c in calls if c not in late]
         if not calls:
             return
@@ -410,9 +414,7 @@ class EventClient(ProjectionClient):
                 for call in calls:
                     await self._send_calls(stream, [call], closes)
                 return
-            for call in calls:
-                if not call.future.done():
-                    call.future.set_exception(exc)
+            _fail(calls, exc)
             return
         at = 0
         for call in calls:

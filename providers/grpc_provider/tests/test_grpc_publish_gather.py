@@ -8,6 +8,7 @@ import asyncio
 
 import grpc
 import pytest
+from msgspec.structs import replace
 import svrnty_events_grpc.plugin
 from conftest import within
 
@@ -58,6 +59,12 @@ def _event(n: int, stream: str = "parcels"):
     return record(ParcelBooked(n=n), stream=stream, correlation_id=f"wf-{n % 7}")
 
 
+def _bad_event():
+    """An event whose JSON payload the server refuses (INVALID_ARGUMENT)."""
+    return replace(record(ParcelBooked(n=99), stream="parcels", correlation_id="wf-bad"),
+                   data=b"{not json")
+
+
 async def _until(condition, timeout: float = 10.0) -> None:
     async def loop() -> None:
         while not condition():
@@ -103,9 +110,7 @@ async def test_a_bad_event_fails_only_its_own_call():
         async with EventClient(f"127.0.0.1:{port}") as client:
             first = await _parked(host, client)
             good = [_event(i) for i in range(20)]
-            bad = record(ParcelBooked(n=99), stream="parcels", correlation_id="wf-bad")
-            bad = bad.__class__(**{**{f: getattr(bad, f) for f in bad.__struct_fields__},
-                                   "data": b"{not json"})
+            bad = _bad_event()
             calls = [asyncio.ensure_future(client.publish("parcels", [e])) for e in good[:10]]
             failing = asyncio.ensure_future(client.publish("parcels", [bad]))
             calls += [asyncio.ensure_future(client.publish("parcels", [e])) for e in good[10:]]
@@ -169,9 +174,7 @@ async def test_closing_while_a_gathered_request_is_retried_call_by_call_resolves
         client = EventClient(f"127.0.0.1:{port}")
         store = host.store
         first = await _parked(host, client)
-        bad = record(ParcelBooked(n=99), stream="parcels", correlation_id="wf-bad")
-        bad = bad.__class__(**{**{f: getattr(bad, f) for f in bad.__struct_fields__},
-                               "data": b"{not json"})
+        bad = _bad_event()
         calls = [asyncio.ensure_future(client.publish("parcels", [e]))
                  for e in (_event(1), bad, _event(2))]
         await _until(lambda: len(client._lanes["parcels"].queue) == 3)
@@ -194,11 +197,9 @@ async def test_calls_too_large_together_go_alone_and_a_waiting_call_keeps_its_ti
         port = host.providers["grpc"].port
         async with EventClient(f"127.0.0.1:{port}", max_message_bytes=1024 * 1024) as client:
             first = await _parked(host, client)
-            big = [record(ParcelBooked(n=i), stream="parcels", correlation_id="wf-big")
+            big = [replace(record(ParcelBooked(n=i), stream="parcels", correlation_id="wf-big"),
+                           data=b'{"n":%d,"pad":"%s"}' % (i, b"x" * 400_000))
                    for i in range(4)]
-            big = [e.__class__(**{**{f: getattr(e, f) for f in e.__struct_fields__},
-                                  "data": b'{"n":%d,"pad":"%s"}' % (i, b"x" * 400_000)})
-                   for i, e in enumerate(big)]
             calls = [asyncio.ensure_future(client.publish("parcels", [e])) for e in big]
             hurried = asyncio.ensure_future(client.publish("parcels", [_event(7)],
                                                            timeout=0.2))
