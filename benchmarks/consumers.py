@@ -3,8 +3,8 @@ as deliveries: async for d in deliveries: ...``, automatic acks) on one host, pe
 SQLite on a temp file, Redis on a throw-away redis-server, PostgreSQL on a throw-away server),
 over events already in a
 persistent stream of 16 partitions (200 workflows), for exclusive and consumer_group
-subscriptions with 1 and 4 consumers; beside a store-level ``claim`` + ``ack`` loop over the
-same events in the same run.
+subscriptions with 1 and 4 consumers, and one consumer over ``deliveries.batches()``; beside a
+store-level ``claim`` + ``ack`` loop over the same events in the same run.
 
 Every delivery is counted: a duplicate or a missing event fails the benchmark. consumer_group
 rows also check that each workflow's events were processed in sequence order (a note).
@@ -47,6 +47,8 @@ PUBLIC = (("exclusive x1", "exclusive", 1), ("exclusive x4", "exclusive", 4),
           ("consumer_group x1", "consumer_group", 1),
           ("consumer_group x4", "consumer_group", 4))
 STORE_LEVEL = "store_level"
+#: the same as "exclusive x1", through ``async for batch in deliveries.batches()``
+BATCHES = ("exclusive x1 batches", "exclusive", 1)
 #: store name -> the module of its plugin (loaded alone: a broken plugin skips only its store)
 PLUGINS = {"memory": "svrnty_events_memory.plugin", "sqlite": "svrnty_events_sqlite.plugin",
            "redis": "svrnty_events_redis.plugin", "postgres": "svrnty_events_postgres.plugin"}
@@ -64,7 +66,7 @@ def _streaming(store: str, options: dict[str, Any], plugin: object) -> EventStre
     s = EventStreaming(store=store, store_options=options, load_entrypoints=False,
                        plugins=[plugin])
     s.add_stream(STREAM, type=StreamType.PERSISTENT, partitions=PARTITIONS)
-    for name, mode, _ in PUBLIC:  # default options: window 100, visibility timeout 30 s
+    for name, mode, _ in (*PUBLIC, BATCHES):  # default options: window 100, visibility 30 s
         s.add_subscription(STREAM, _sub_name(name), mode=mode)
     s.add_subscription(STREAM, STORE_LEVEL, mode="exclusive")
     return s
@@ -128,11 +130,12 @@ async def _until(event: asyncio.Event, tasks: list[asyncio.Future[None]], timeou
                                "processed")
 
 
-async def public_path(host: Any, subscription: str, consumers: int, n: int, label: str
-                      ) -> tuple[float, Tally]:
+async def public_path(host: Any, subscription: str, consumers: int, n: int, label: str,
+                      batches: bool = False) -> tuple[float, Tally]:
     """``consumers`` concurrent tasks, each ``async with host.subscribe(...)`` + ``async for``
-    with automatic acks. The clock starts once every subscriber is open (nothing is claimed
-    before the first ``async for`` asks) and stops when the n-th distinct event is processed."""
+    with automatic acks (over ``deliveries.batches()`` with ``batches``). The clock starts once
+    every subscriber is open (nothing is claimed before the first ``async for`` asks) and stops
+    when the n-th distinct event is processed."""
     tally = Tally(n)
     opened = 0
     all_open = asyncio.Event()
@@ -149,6 +152,15 @@ async def public_path(host: Any, subscription: str, consumers: int, n: int, labe
             if opened == consumers:
                 all_open.set()
             await go.wait()
+            if batches:
+                async for batch in deliveries.batches():
+                    for d in batch:
+                        if tally.add(d.record):
+                            finisher.append(i)
+                            done.set()
+                    if done.is_set():
+                        break
+                return
             async for d in deliveries:
                 if tally.add(d.record):
                     finisher.append(i)
@@ -222,13 +234,15 @@ async def one_round(store: str, options: dict[str, Any], plugin: object, n: int,
         if info.length != n:
             raise BenchmarkFailure(f"consumers {store}: the stream holds {info.length:,} "
                                    f"events, {n:,} were appended")
-        names = [STORE_LEVEL] + [name for name, _, _ in PUBLIC]
+        names = [STORE_LEVEL] + [name for name, _, _ in (*PUBLIC, BATCHES)]
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
             label = f"consumers {store} {name}"
             progress(f"{label} (round {r + 1})")
             if name == STORE_LEVEL:
                 out[name] = (await store_level(host, n, label), None)
+            elif name == BATCHES[0]:
+                out[name] = await public_path(host, _sub_name(name), 1, n, label, batches=True)
             else:
                 consumers = next(c for nm, _, c in PUBLIC if nm == name)
                 out[name] = await public_path(host, _sub_name(name), consumers, n, label)
@@ -276,6 +290,10 @@ async def bench_store(store: str, make_options: Callable[[int], dict[str, Any]],
                ratio=ex1 / base, extra={"target": ">= 0.7",
                                         **({"store_rounds": per_round[STORE_LEVEL]}
                                            if rounds > 1 else {})}),
+        Result(f"{p} public path, batches, vs store-level", rate[BATCHES[0]],
+               baseline=f"store claim({CLAIM_BATCH})+ack",
+               baseline_events_per_s=base, ratio=rate[BATCHES[0]] / base,
+               extra={"target": ">= 0.7", **extra(BATCHES[0])}),
     ]
 
 

@@ -6,7 +6,7 @@ import asyncio
 import gc
 import time
 
-from svrnty_events.subscriptions import Delivery
+from svrnty_events.testing import live_deliveries
 
 from .common import Result, Stopwatch, current_rss_mb, latency_stats, streaming, ticks
 from .common import Tick
@@ -179,8 +179,7 @@ async def slow_consumer(n: int) -> dict[str, float]:
             await host.publish("s0", ticks("s0", chunk), external=False)
         got = await c.fetch(timeout=1)
         more = await c.fetch(timeout=0.05)
-        gc.collect()
-        live = sum(1 for o in gc.get_objects() if isinstance(o, Delivery))
+        live = sum(live_deliveries().values())
         info = await host.stream_info("s0")
         rss = current_rss_mb()
         return {"held": len(c.held), "handed_over": len(got) + len(more),

@@ -5,13 +5,12 @@ objects alive, the store's claims), and other consumers on the same server get e
 from __future__ import annotations
 
 import asyncio
-import gc
 from typing import Any
 
 import grpc.aio
 
 from svrnty_events import EventStreaming
-from svrnty_events.subscriptions import Delivery
+from svrnty_events.testing import live_deliveries
 from svrnty_events_grpc import EventClient
 from svrnty_events_grpc.proto import events_pb2 as pb
 
@@ -36,16 +35,6 @@ def _streaming() -> EventStreaming:
         streaming.add_subscription("firehose", name, mode="exclusive", window=WINDOW,
                                    visibility_timeout=300.0)
     return streaming
-
-
-def _deliveries_alive() -> dict[str, int]:
-    """Delivery objects alive in this process, per consumer id."""
-    gc.collect()
-    counts: dict[str, int] = {}
-    for obj in gc.get_objects():
-        if isinstance(obj, Delivery):
-            counts[obj.consumer.consumer_id] = counts.get(obj.consumer.consumer_id, 0) + 1
-    return counts
 
 
 def _in_flight(host: Any, subscription: str) -> int:
@@ -94,7 +83,7 @@ async def test_a_consumer_that_stops_reading_or_acking_holds_at_most_its_window(
                     await asyncio.sleep(0.05)  # let the sender loops run
                     assert _in_flight(host, "stalled") <= WINDOW
                     assert _in_flight(host, "hoarder") <= WINDOW
-                    alive = _deliveries_alive()
+                    alive = live_deliveries()
                     assert alive.get("stalled", 0) <= WINDOW, alive
                     assert alive.get("hoarder", 0) <= WINDOW, alive
                 await within(fast, 30)  # the others were not held up
@@ -107,7 +96,7 @@ async def test_a_consumer_that_stops_reading_or_acking_holds_at_most_its_window(
                     for consumer_id, _ in claims:
                         handed_out[consumer_id] += 1
                 assert handed_out == {"stalled": WINDOW, "hoarder": WINDOW, "fast": TOTAL}
-                alive = _deliveries_alive()
+                alive = live_deliveries()
                 assert (alive.get("stalled"), alive.get("hoarder")) == (WINDOW, WINDOW), alive
 
                 # once the stalled consumer reads and acks again, events flow in order

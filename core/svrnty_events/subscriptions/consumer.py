@@ -822,23 +822,23 @@ class Consumer:
                                               read=True)
         return done
 
-    def ack_later(self, delivery: Delivery) -> None:
-        """Ack ``delivery`` soon, in one batch with others: with the next claim, or by an
+    def ack_later(self, *deliveries: Delivery) -> None:
+        """Ack ``deliveries`` soon, in one batch with others: with the next claim, or by an
         engine task ``ACK_FLUSH_INTERVAL`` after the first deferred one, whatever the loop body
         is doing: how the in-process iterator auto-acks without a store round trip per event,
         and without holding the acks of a slow loop body. Each delivery at most once (the
-        flush relies on it)."""
-        if not delivery.settled:  # still held? checked by the flush
+        flush relies on it); one settled meanwhile is skipped by the flush."""
+        if deliveries and not self.closed:
             if not self._deferred_acks:
                 self._arm_flush(ACK_FLUSH_INTERVAL)
-            self._deferred_acks.append(delivery)
+            self._deferred_acks.extend(deliveries)
 
-    def ack_before_wait(self, delivery: Delivery) -> None:
+    def ack_before_wait(self, *deliveries: Delivery) -> None:
         """Like :meth:`ack_later`, for a caller that calls :meth:`wait_ready` next with
         nothing prefetched: that flushes the deferred acks before it waits, so no timer is
         armed (at one event at a time, a timer per event only to cancel it)."""
-        if not delivery.settled:
-            self._deferred_acks.append(delivery)
+        if not self.closed:
+            self._deferred_acks.extend(deliveries)
 
     def _arm_flush(self, delay: float) -> None:
         if self._flush_timer is None and not self.closed:

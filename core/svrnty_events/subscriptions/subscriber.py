@@ -6,6 +6,7 @@ import asyncio
 import time
 import weakref
 from contextlib import suppress
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConsumerClosedError
@@ -33,6 +34,10 @@ class Subscriber:
     and nacked (with the exception as reason) if the loop body raised inside ``async with``.
     With ``auto_ack=False`` call ``delivery.ack()`` / ``delivery.nack()``.
 
+    ``async for batch in deliveries.batches(): for d in batch: ...`` hands over what the
+    window holds a list at a time (see :meth:`batches`): one step of the async iterator per
+    batch instead of per event.
+
     Cancelling a wait for the next delivery (``next(timeout=...)``, a task cancel) loses
     nothing: what the store handed over meanwhile is returned by the next call.
     """
@@ -48,6 +53,8 @@ class Subscriber:
         self._last: Delivery | None = None
         #: automatic acks, at least once, no observers: __anext__'s short step applies
         self._plain = False
+        #: the last list ``batches()`` handed over (acked when the loop asks for the next)
+        self._batch: list[Delivery] = []
 
     async def open(self) -> Consumer:
         if self.consumer is None:
@@ -64,21 +71,60 @@ class Subscriber:
         return self
 
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        last = self._last
-        if self.auto_ack and last is not None and not last.settled and self.consumer \
-                and not self.consumer.closed:
-            if exc is None or isinstance(exc, GeneratorExit):
-                await last.ack()
-            elif isinstance(exc, Exception):
-                await last.nack(reason=f"{type(exc).__name__}: {exc}", error=repr(exc))
-        await self.aclose()
+        consumer = self.consumer
+        try:
+            if self.auto_ack and consumer is not None and not consumer.closed:
+                last = self._last
+                open_ = [d for d in self._batch if not d.settled]
+                if last is not None and not last.settled:
+                    open_.append(last)
+                self._batch = []
+                if open_ and (exc is None or isinstance(exc, GeneratorExit)):
+                    consumer.ack_later(*open_)
+                    await consumer.flush_acks()
+                elif open_ and isinstance(exc, Exception):
+                    # the loop body failed on one of these (which one, the iterator cannot
+                    # know with batches): every one not settled is given back
+                    reason, error = f"{type(exc).__name__}: {exc}", repr(exc)
+                    for d in open_:
+                        if not d.settled:
+                            await d.nack(reason=reason, error=error)
+        finally:
+            await self.aclose()
 
     async def aclose(self) -> None:
         if self.consumer is not None:
             await self.consumer.close("unsubscribed")
 
-    def __aiter__(self) -> Subscriber:
+    def __aiter__(self) -> AsyncIterator[Delivery]:
+        if self._plain:
+            return self._plain_steps()
         return self
+
+    async def _plain_steps(self) -> AsyncIterator[Delivery]:
+        """``async for`` over an open subscriber with automatic acks at least once and no
+        observers: __anext__'s common step without a coroutine per event (it runs once per
+        event). Consumer.ack_later inlined: a delivery that was settled meanwhile is skipped by
+        the flush. The state stays on the subscriber and its consumer, so a loop left with
+        ``break`` and a new ``async for`` go on where it stopped."""
+        consumer = self.consumer
+        assert consumer is not None
+        while True:
+            if consumer.prefetched and not consumer.closed:
+                last = self._last
+                if last is not None:
+                    deferred = consumer._deferred_acks
+                    if not deferred:
+                        consumer._arm_flush(ACK_FLUSH_INTERVAL)
+                    deferred.append(last)
+                self._last = delivery = consumer.prefetched.popleft()
+                yield delivery
+                continue
+            try:
+                delivery = await self.__anext__()
+            except StopAsyncIteration:
+                return
+            yield delivery
 
     async def __anext__(self) -> Delivery:
         consumer = self.consumer
@@ -128,6 +174,45 @@ class Subscriber:
                 delivery.handed_at = time.time()
                 consumer._unreported.append(delivery)
         return self._last
+
+    async def batches(self, max_events: int | None = None) -> AsyncIterator[list[Delivery]]:
+        """``async for batch in deliveries.batches(): for d in batch: ...``: the deliveries
+        the consumer's window holds, a list of at least one and at most ``max_events`` (or the
+        window) at a time, in stream order. With automatic acks, every delivery of a batch not
+        settled by hand is acked once the loop asks for the next batch (those acks go to the
+        store together, at most ``ACK_FLUSH_INTERVAL`` later), or when ``async with`` is left;
+        if the loop body raises inside ``async with``, each delivery of the last batch not
+        settled is nacked with the exception as reason. Ends like ``async for d in
+        deliveries`` (the consumer closed, or completed at a terminal event). Raises
+        ValueError for ``max_events < 1``."""
+        if max_events is not None and (isinstance(max_events, bool)
+                                       or not isinstance(max_events, int) or max_events < 1):
+            raise ValueError(f"batches(max_events): expected an integer >= 1 or None, got "
+                             f"{max_events!r}")
+        consumer = await self.open()
+        while True:
+            batch = self._batch
+            if batch and self.auto_ack and not consumer.at_most_once:
+                self._batch = []
+                # (one settled meanwhile is skipped); with nothing prefetched, the fetch below
+                # sends them before it waits for more
+                if consumer.prefetched:
+                    consumer.ack_later(*batch)
+                else:
+                    consumer.ack_before_wait(*batch)
+            last = self._last  # left by ``async for d in deliveries`` before
+            if last is not None and self.auto_ack and not last.settled:
+                self._last = None
+                consumer.ack_later(last)
+            try:
+                batch = await consumer.fetch(max_events)
+            except ConsumerClosedError:
+                return
+            if not batch:  # completed at a terminal event
+                await consumer.close("completed")
+                return
+            self._batch = batch
+            yield batch
 
     async def next(self, timeout: float | None = None) -> Delivery | None:
         """The next delivery, or None after ``timeout`` seconds without one."""

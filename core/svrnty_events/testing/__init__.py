@@ -15,7 +15,7 @@ fixture naming the store and its options::
 from .conformance import EngineSemantics, StoreConformance, StorePrimitives
 from .schedules import ScheduleConformance
 from .lags import LagConformance
-from .helpers import collect, eventually, self_signed_certificate, within
+from .helpers import collect, eventually, live_deliveries, self_signed_certificate, within
 
 __all__ = ["EngineSemantics", "LagConformance", "ScheduleConformance", "StoreConformance", "StorePrimitives",
-           "collect", "eventually", "self_signed_certificate", "within"]
+           "collect", "eventually", "live_deliveries", "self_signed_certificate", "within"]

@@ -26,7 +26,7 @@ from ..modes import Assignment, Mode
 from ..store import ClaimFilter, partition_group
 from ..subscriptions import Delivery
 from ..subscriptions.consumer import ACK_FLUSH_INTERVAL
-from .helpers import collect, within
+from .helpers import collect, live_deliveries, within
 from .schedules import ScheduleConformance
 
 
@@ -699,6 +699,120 @@ class EngineSemantics(_Kit):
                 d = await within(deliveries.__anext__())
             assert d.event.n == 2  # leaving the block acked 1
 
+    async def test_batches_with_automatic_acks_process_every_event_once_in_order(self, make):
+        """``async for batch in deliveries.batches(max_events=7)``: two consumers of an exclusive
+        subscription (one takes over when the other leaves mid-stream) while a producer
+        appends: every event processed once, each in stream order, no attempt but the first,
+        nothing left to claim, no dead letter."""
+        streaming = make(subscriptions={"sub": {"mode": "exclusive", "window": 20}})
+        total = 600
+        async with streaming.run() as host:
+            processed: Counter[int] = Counter()
+            order: list[int] = []
+            attempts: Counter[int] = Counter()
+
+            async def produce() -> None:
+                for i in range(0, total, 50):
+                    await host.publish("s", ticks("s", 50, start=i), external=False)
+                    await asyncio.sleep(0)
+
+            async def consume(cid: str, leave_after: int | None) -> None:
+                async with host.subscribe("sub", cid) as deliveries:
+                    async for batch in deliveries.batches(max_events=7):
+                        assert 1 <= len(batch) <= 7
+                        for d in batch:
+                            processed[d.event.n] += 1
+                            order.append(d.event.n)
+                            attempts[d.attempt] += 1
+                        if leave_after is not None and len(order) >= leave_after:
+                            return  # leaving ``async with`` acks the last batch
+                        if len(processed) == total:
+                            return
+
+            producer = asyncio.ensure_future(produce())
+            await within(consume("a", leave_after=250), 60)
+            await within(consume("b", leave_after=None), 60)
+            await within(producer)
+            assert sorted(processed) == list(range(total))
+            assert [n for n, k in processed.items() if k > 1] == []
+            assert order == sorted(order)
+            assert attempts == Counter({1: total})
+            rest = await host.open_consumer("sub", "rest")
+            assert await rest.fetch(timeout=0.2) == []
+            assert await host.dead_letters("sub") == []
+
+    async def test_batches_ack_on_next_and_nack_when_body_raises(self, make):
+        """A batch is acked when the loop asks for the next one; a body that raises nacks what
+        of its batch was not settled by hand (an ack by hand stays)."""
+        streaming = make(subscriptions={"sub": {"mode": "exclusive", "redelivery_delay": 0.0,
+                                                "max_delivery_attempts": 0}})
+        async with streaming.run() as host:
+            await host.publish("s", ticks("s", 5), external=False)
+            seen: list[list[int]] = []
+            with pytest.raises(RuntimeError):
+                async with host.subscribe("sub", "c") as deliveries:
+                    async for batch in deliveries.batches(max_events=2):
+                        seen.append([d.event.n for d in batch])
+                        if batch[0].event.n == 2:
+                            await batch[0].ack()
+                            raise RuntimeError("boom")
+            assert seen == [[0, 1], [2, 3]]
+            async with host.subscribe("sub", "c2", auto_ack=False) as deliveries:
+                again = [await within(deliveries.__anext__()) for _ in range(2)]
+            # 0 and 1 acked with the next batch, 2 by hand; 3 nacked, then 4 for the first time
+            assert [(d.event.n, d.attempt) for d in again] == [(3, 2), (4, 1)]
+            with pytest.raises(ValueError, match="max_events"):
+                async with host.subscribe("sub", "c3") as deliveries:
+                    async for _ in deliveries.batches(max_events=0):
+                        pass
+
+    async def test_batches_acks_are_not_held_back_by_a_slow_body(self, make):
+        """The acks of a batch reach the store within ACK_FLUSH_INTERVAL of the loop asking for
+        the next batch, even when that batch's body works past the visibility timeout: another
+        consumer never gets them."""
+        streaming = make(subscriptions={"sub": {"mode": "exclusive", "window": 4,
+                                                "visibility_timeout": 0.5}})
+        async with streaming.run() as host:
+            await host.publish("s", ticks("s", 4), external=False)
+            other = await host.open_consumer("sub", "other")
+            other_got: list[Delivery] = []
+            seen: list[list[int]] = []
+            loop = asyncio.get_running_loop()
+            async with host.subscribe("sub", "slow") as deliveries:
+                async for batch in deliveries.batches(max_events=2):
+                    seen.append([d.event.n for d in batch])
+                    if len(seen) == 2:  # the first batch was acked when this one was asked for
+                        until = loop.time() + 1.5
+                        while loop.time() < until:
+                            for d in batch:
+                                await d.in_progress()
+                            other_got += await other.fetch(timeout=0.15)
+                        break
+            assert seen == [[0, 1], [2, 3]]
+            assert other_got == []
+            other_got += await other.fetch(timeout=0.6)  # leaving acked the second batch
+            assert other_got == []
+            await other.close()
+
+    async def test_batches_of_a_correlation_scoped_iterator_end_at_its_terminal_event(self, make):
+        streaming = make(subscriptions={"sub": {"mode": "exclusive",
+                                                "terminal_event_types": ["ConformanceDone"]}})
+        async with streaming.run() as host:
+            await host.publish("s", [*ticks("s", 3, correlation_id="a"),
+                                     *ticks("s", 2, correlation_id="b"),
+                                     *ticks("s", 1, correlation_id="a", type=ConformanceDone)],
+                               external=False)
+            received: list[tuple[str, str]] = []
+
+            async def follow() -> None:
+                async with host.subscribe("sub", "follower", correlation_id="a") as deliveries:
+                    async for batch in deliveries.batches(max_events=2):
+                        received.extend((d.correlation_id, d.type) for d in batch)
+
+            await within(follow())  # the loop ended by itself
+            assert received == [("a", "ConformanceTick")] * 3 + [("a", "ConformanceDone")]
+            assert await host.dead_letters("sub") == []
+
     async def test_event_type_filters(self, make):
         streaming = make(subscriptions={
             "only-ticks": {"mode": "exclusive", "event_types": ["ConformanceTick"]},
@@ -747,9 +861,9 @@ class EngineSemantics(_Kit):
             got = await collect(c, 100, ack=False)
             assert len(got) == 100
             assert await c.fetch(timeout=0.05) == []  # window full: nothing more handed over
-            gc.collect()
-            live = sum(1 for o in gc.get_objects() if isinstance(o, Delivery))
-            assert len(c.held) == 100 and live <= 100 + 5
+            alive = live_deliveries()
+            live = sum(alive.values())
+            assert len(c.held) == 100 and 100 <= live <= 100 + 5, alive
 
     async def test_random_cancellations_every_event_eventually_acked(self, make):
         streaming = make(subscriptions={"sub": {"mode": "exclusive", "visibility_timeout": 5,

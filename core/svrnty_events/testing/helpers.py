@@ -66,3 +66,17 @@ async def collect(consumer: Any, count: int, *, timeout: float = TIMEOUT,
             await consumer.ack([d.id for d in batch])
         out.extend(batch)
     return out
+
+
+def live_deliveries() -> dict[str, int]:
+    """Delivery objects alive in this process, per consumer id, after a full collection."""
+    import gc
+
+    from ..subscriptions.delivery import Delivery
+
+    gc.collect()
+    counts: dict[str, int] = {}
+    for obj in gc.get_objects():
+        if type(obj) is Delivery:
+            counts[obj.consumer.consumer_id] = counts.get(obj.consumer.consumer_id, 0) + 1
+    return counts
