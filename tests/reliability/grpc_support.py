@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,15 @@ def new_streaming(**grpc_options: Any) -> EventStreaming:
 async def running(streaming: EventStreaming) -> AsyncIterator[Any]:
     async with streaming.run() as host:
         yield host
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait until ``predicate()`` holds (checked every 10 ms), at most ``timeout`` seconds."""
+    async def wait() -> None:
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+    await within(wait(), timeout)
 
 
 def target(host: Any) -> str:

@@ -594,6 +594,14 @@ class RemoteSubscriber:
     Iteration ends when a terminal event completed the consumer; it raises RemoteError when the
     server ends the stream with an error status (after the deliveries that came before it).
 
+    When the server stops gracefully it says ``draining`` (``draining`` becomes True): the
+    deliveries still buffered, which no code saw, are dropped (the server releases them for
+    redelivery when the stream ends), the acks and nacks of what code was handed go out, and
+    once code settled all of it (with automatic acks: when the loop asks for the next delivery)
+    the subscriber unsubscribes, so the server ends the stream without waiting out its drain
+    time. Iteration then raises RemoteError UNAVAILABLE, as for any stop: retry against a
+    running server.
+
     One reader task takes the server's messages into a buffer as they come (a message costs
     one read, however many events it carries, and no task of its own), and one writer task
     sends the acks, nacks and heartbeats.
@@ -610,6 +618,8 @@ class RemoteSubscriber:
         self.subscribed: pb.Subscribed | None = None
         self.completed = False
         self.completed_event_id: str | None = None
+        #: the server is stopping gracefully (see the class docstring)
+        self.draining = False
         self._call: Any = None
         self._buffer: deque[RemoteDelivery] = deque()
         self._last: RemoteDelivery | None = None
@@ -731,6 +741,8 @@ class RemoteSubscriber:
                 elif kind == "completed":
                     self.completed = True
                     self.completed_event_id = response.completed.event_id or None
+                elif kind == "draining":
+                    self._drain()
                 arrived = self._arrived
                 if arrived is not None and not arrived.done():
                     arrived.set_result(None)
@@ -746,6 +758,24 @@ class RemoteSubscriber:
             arrived = self._arrived
             if arrived is not None and not arrived.done():
                 arrived.set_result(None)
+
+    def _drain(self) -> None:
+        """The server stops sending and releases, at the stream's end, what this consumer still
+        holds: hand out nothing more, leave once code settled what it was handed."""
+        self.draining = True
+        held = self._held
+        for d in self._buffer:
+            if held.get(d.id) is d:
+                del held[d.id]
+        self._buffer.clear()
+        self._leave_if_settled()
+
+    def _leave_if_settled(self) -> None:
+        # draining, and code settled everything it was handed: the writer sends the acks and
+        # nacks queued, then unsubscribes, and the server ends the stream at once
+        if self.draining and not self._held and not self._unsubscribe:
+            self._unsubscribe = True
+            self._poke()
 
     # --- iteration ---------------------------------------------------------------------------
 
@@ -827,6 +857,7 @@ class RemoteSubscriber:
                               "the subscription stream is closed; its events were released")
         del self._held[delivery.id]
         delivery.settled = True
+        self._leave_if_settled()
 
     def _poke(self) -> None:
         wake = self._wake

@@ -29,6 +29,9 @@ class GrpcOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     reflection: bool = True
     #: serve grpc.health.v1 (open, no token needed)
     health: bool = True
+    #: most seconds a graceful stop waits for each remote consumer to settle what it was sent
+    #: (``draining``); the wait is also at most half the stop's grace. 0: no drain
+    drain_timeout: float = 2.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -41,6 +44,8 @@ class GrpcOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ValueError("max_message_bytes: must be >= 65536")
         if self.max_batch < 1:
             raise ValueError("max_batch: must be >= 1")
+        if not 0 <= self.drain_timeout < float("inf"):
+            raise ValueError("drain_timeout: must be a finite number of seconds >= 0")
         for i, token in enumerate(self.tokens):
             if not token or token.strip() != token:
                 raise ValueError(f"tokens[{i}]: must be non-empty, without surrounding spaces")

@@ -80,6 +80,18 @@ def _closed_status(exc: ConsumerClosedError) -> StreamAbort:
     return StreamAbort(grpc.StatusCode.UNAVAILABLE, f"{reason}; retry")
 
 
+class _Sender:
+    """What a stream's sender is doing, for a drain that stops it between two batches."""
+
+    __slots__ = ("writing", "stop")
+
+    def __init__(self) -> None:
+        #: a batch was taken from the consumer and is not written yet: not to be cancelled
+        self.writing = False
+        #: return once the batch being written is out
+        self.stop = False
+
+
 class EventServicer(ProjectionAdmin, pb_grpc.EventServiceServicer):
     """``svrnty.events.v1.EventService`` over an :class:`EventStreamingHost`."""
 
@@ -87,6 +99,9 @@ class EventServicer(ProjectionAdmin, pb_grpc.EventServiceServicer):
         self.host = host
         self.options = options
         self.stopping = stopping
+        #: how long each Subscribe stream drains once ``stopping`` is set (set by the provider's
+        #: stop before it sets ``stopping``)
+        self.drain_timeout = 0.0
 
     # --- Subscribe ---------------------------------------------------------------------------
 
@@ -169,14 +184,16 @@ class EventServicer(ProjectionAdmin, pb_grpc.EventServiceServicer):
         settled = asyncio.Event()
         batched = req.delivery_mode == pb.DELIVERY_MODE_BATCHED
         delay = req.max_batch_delay_ms / 1000 if req.max_batch_delay_ms else DEFAULT_BATCH_DELAY
+        state = _Sender()
         reader = asyncio.ensure_future(self._read_loop(consumer, context, settled))
         sender = asyncio.ensure_future(self._send_loop(
-            consumer, context, settled, reader, batch_size, delay if batched else None))
+            consumer, context, settled, reader, state, batch_size, delay if batched else None))
         stopping = asyncio.ensure_future(self.stopping.wait())
         tasks = (reader, sender, stopping)
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             if stopping.done():
+                await self._drain(consumer, context, settled, reader, sender, state)
                 raise StreamAbort(grpc.StatusCode.UNAVAILABLE, "server is stopping; retry")
             # a reader that ended cleanly (unsubscribe / end of requests) ends the stream, as
             # does a sender that completed; an error of either one is the stream's status
@@ -189,8 +206,43 @@ class EventServicer(ProjectionAdmin, pb_grpc.EventServiceServicer):
                 with suppress(asyncio.CancelledError, Exception):
                     await task
 
+    async def _drain(self, consumer: Consumer, context: grpc.aio.ServicerContext,
+                     settled: asyncio.Event, reader: asyncio.Future[str],
+                     sender: asyncio.Future[str], state: _Sender) -> None:
+        """The server is stopping: stop sending, say ``draining``, and let the reader apply
+        what the client sends back until the consumer holds nothing it was sent, the client
+        leaves, or ``drain_timeout`` passes. At-most-once consumers hold nothing: no drain."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.drain_timeout
+        if self.drain_timeout <= 0 or consumer.at_most_once or reader.done() or consumer.closed:
+            return
+        # between two batches: a fetch that waits is cancelled (what its claim brings stays
+        # prefetched, released unseen at the close); a batch being written goes out first
+        state.stop = True
+        if not state.writing:
+            sender.cancel()
+        await asyncio.wait((sender,), timeout=max(deadline - loop.time(), 0.0))
+        if not sender.done() or reader.done() or not consumer.held:
+            # a write the client does not read held the sender past the deadline, the client
+            # left, or nothing it was sent is left to settle
+            return
+        remaining = max(deadline - loop.time(), 0.0)
+        try:  # (a client that stopped reading holds the write up: bounded as the rest)
+            await asyncio.wait_for(context.write(pb.SubscribeResponse(
+                draining=pb.Draining(grace_seconds=remaining))), remaining)
+        except Exception:  # noqa: BLE001 - the call ended, or the deadline passed: done
+            return
+        await _settling(consumer, reader, settled, deadline)
+
     async def _read_loop(self, consumer: Consumer, context: grpc.aio.ServicerContext,
                          settled: asyncio.Event) -> str:
+        try:
+            return await self._read_requests(consumer, context, settled)
+        finally:
+            settled.set()  # whoever waits for settlements stops waiting for this reader
+
+    async def _read_requests(self, consumer: Consumer, context: grpc.aio.ServicerContext,
+                             settled: asyncio.Event) -> str:
         invalid = grpc.StatusCode.INVALID_ARGUMENT
         while True:
             try:
@@ -248,11 +300,13 @@ class EventServicer(ProjectionAdmin, pb_grpc.EventServiceServicer):
                                            "nack, in_progress, heartbeat, unsubscribe")
 
     async def _send_loop(self, consumer: Consumer, context: grpc.aio.ServicerContext,
-                         settled: asyncio.Event, reader: asyncio.Future[str], batch_size: int,
-                         batch_delay: float | None) -> str:
+                         settled: asyncio.Event, reader: asyncio.Future[str], state: _Sender,
+                         batch_size: int, batch_delay: float | None) -> str:
         loop = asyncio.get_running_loop()
-        while True:
+        while not state.stop:
+            state.writing = False
             batch = await consumer.fetch(max_events=batch_size)
+            state.writing = True
             if batch_delay is not None and len(batch) < batch_size and not consumer.completed:
                 deadline = loop.time() + batch_delay
                 while len(batch) < batch_size and not consumer.completed:
@@ -271,18 +325,13 @@ class EventServicer(ProjectionAdmin, pb_grpc.EventServiceServicer):
                 await context.write(pb.SubscribeResponse(completed=pb.Completed(
                     event_id=terminal.id if terminal else "",
                     event_type=terminal.type if terminal else "")))
+                state.writing = False
                 # let the consumer settle what it holds (the terminal event among them) before
                 # the stream ends; it may also unsubscribe, which ends the reader
-                timeout = consumer.config.visibility_timeout
-                deadline = loop.time() + timeout
-                while consumer.held and not reader.done():
-                    settled.clear()
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    with suppress(TimeoutError):
-                        await asyncio.wait_for(settled.wait(), remaining)
+                await _settling(consumer, reader, settled,
+                                loop.time() + consumer.config.visibility_timeout)
                 return "completed"
+        return "draining"
 
     async def _send_batch(self, consumer: Consumer, context: grpc.aio.ServicerContext,
                           batch: list[Delivery]) -> None:
@@ -476,6 +525,7 @@ class GrpcDeliveryProvider:
         self.health: Any = None
         self.service_names: list[str] = []
         self._stopping = asyncio.Event()
+        self._servicer: EventServicer | None = None
 
     @property
     def tls(self) -> bool:
@@ -525,7 +575,8 @@ class GrpcDeliveryProvider:
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
                 ("grpc.keepalive_permit_without_calls", 1),
             ])
-        _add_event_service(EventServicer(self.host, o, self._stopping), server)
+        self._servicer = EventServicer(self.host, o, self._stopping)
+        _add_event_service(self._servicer, server)
         names = [EVENT_SERVICE]
         pm = self.host.pm
         if not hasattr(pm.hook, "register_grpc_services"):
@@ -561,9 +612,15 @@ class GrpcDeliveryProvider:
         self.server = server
         log.info("gRPC delivery listening on %s", ", ".join(self.endpoints()))
 
-    async def stop(self, grace: float) -> None:
-        """End every Subscribe stream with UNAVAILABLE (their events are released), then stop
-        the server, letting unary calls finish within ``grace`` seconds. May be called twice."""
+    async def stop(self, grace: float | None) -> None:
+        """Drain every Subscribe stream, then end it with UNAVAILABLE (what its consumer still
+        holds is released), and stop the server, letting unary calls finish within ``grace``
+        seconds. A drain stops sending, tells the client (``draining``) and applies its acks
+        and nacks until it holds nothing it was sent, leaves, or ``drain_timeout`` seconds
+        pass, and at most ``grace / 2``. May be called twice."""
+        if self._servicer is not None and not self._stopping.is_set():
+            self._servicer.drain_timeout = max(min((grace or 0.0) / 2,
+                                                   self.options.drain_timeout), 0.0)
         self._stopping.set()
         server, self.server = self.server, None
         if server is None:
@@ -608,6 +665,20 @@ def _add_event_service(servicer: EventServicer, server: grpc.aio.Server) -> None
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(captured.service,
                                                                           handlers),))
     server.add_registered_method_handlers(captured.service, handlers)
+
+
+async def _settling(consumer: Consumer, reader: asyncio.Future[str], settled: asyncio.Event,
+                    deadline: float) -> None:
+    """Wait until ``consumer`` holds nothing, its stream's reader ended, or ``deadline`` (loop
+    time) passed. ``settled`` is set by each ack and nack the reader applies, and at its end."""
+    loop = asyncio.get_running_loop()
+    while consumer.held and not reader.done():
+        settled.clear()
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return
+        with suppress(TimeoutError):
+            await asyncio.wait_for(settled.wait(), remaining)
 
 
 def _start(req: pb.Subscribe) -> int | datetime | str | None:

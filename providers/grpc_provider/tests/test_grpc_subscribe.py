@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -330,24 +332,58 @@ async def test_a_cancelled_or_timed_out_wait_leaves_the_stream_and_its_order_int
         assert await deliveries.next(timeout=0.3) is None  # all acked
 
 
+async def _until(predicate: Callable[[], bool]) -> None:
+    async def wait() -> None:
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+    await within(wait())
+
+
+async def _one_in_hand_four_buffered(host: Any, client: EventClient, subscription: str
+                                     ) -> tuple[Any, Any]:
+    """Five events appended, a subscriber that handed out the first and buffered the rest."""
+    await append(host, *[OrderPlaced(order_id=i, amount=1.0) for i in range(5)])
+    sub = client.subscribe(subscription, "s", auto_ack=False)
+    await within(sub.open())
+    first = await within(sub.__anext__())
+    await _until(lambda: len(sub._buffer) == 4)
+    return sub, first
+
+
 async def test_deliveries_that_came_before_an_error_status_are_handed_out_first():
     async with running() as h:
-        await append(h, *[OrderPlaced(order_id=i, amount=1.0) for i in range(5)])
         async with EventClient(target(h)) as c:
-            sub = c.subscribe("all", "s", auto_ack=False)
-            await within(sub.open())
-            first = await within(sub.__anext__())
-            async def buffered() -> None:
-                while len(sub._buffer) < 4:
-                    await asyncio.sleep(0.01)
+            sub, first = await _one_in_hand_four_buffered(h, c, "all")
+            # the reader has the batch; the stream then ends with ABORTED, as another
+            # connection takes the consumer id
+            async with c.subscribe("all", "s", auto_ack=False):
+                rest = [await within(sub.__anext__()) for _ in range(4)]
+                assert [d.event.order_id for d in (first, *rest)] == list(range(5))
+                with pytest.raises(RemoteError) as info:
+                    await within(sub.__anext__())
+                assert info.value.code == grpc.StatusCode.ABORTED
+                assert await within(sub.next(timeout=0.1)) is None  # ended: stays ended
+                await sub.aclose()
 
-            # the reader has the batch; the stream then ends with UNAVAILABLE
-            await within(buffered())
-            await within(h.stop(grace=1.0))
-            rest = [await within(sub.__anext__()) for _ in range(4)]
-            assert [d.event.order_id for d in (first, *rest)] == list(range(5))
-            with pytest.raises(RemoteError) as info:
-                await within(sub.__anext__())
-            assert info.value.code == grpc.StatusCode.UNAVAILABLE
-            assert await within(sub.next(timeout=0.1)) is None  # ended: stays ended
+
+async def test_a_draining_server_gets_the_acks_of_what_code_had_and_hands_out_no_more():
+    """On a graceful stop the buffered deliveries are not handed out (the server releases
+    them); the ack of the one in hand is applied, then the subscriber leaves and the stream
+    ends with UNAVAILABLE without waiting out the drain."""
+    async with running(drain_timeout=30.0) as h:
+        async with EventClient(target(h)) as c:
+            sub, first = await _one_in_hand_four_buffered(h, c, "work")
+            stop = asyncio.ensure_future(h.stop(grace=120.0))  # a drain of up to 30 s
+            try:
+                await _until(lambda: sub.draining)
+                assert not sub._buffer
+                await first.ack()
+                with pytest.raises(RemoteError) as info:
+                    await within(sub.__anext__())  # nothing buffered is handed out
+                assert info.value.code == grpc.StatusCode.UNAVAILABLE
+                assert info.value.details == "server is stopping; retry"
+                await within(stop)  # the client left: no drain of 30 s
+            finally:
+                stop.cancel()
             await sub.aclose()

@@ -105,14 +105,16 @@ class Unsubscribe(_message.Message):
     def __init__(self) -> None: ...
 
 class SubscribeResponse(_message.Message):
-    __slots__ = ("subscribed", "events", "completed")
+    __slots__ = ("subscribed", "events", "completed", "draining")
     SUBSCRIBED_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
     subscribed: Subscribed
     events: EventBatch
     completed: Completed
-    def __init__(self, subscribed: _Optional[_Union[Subscribed, _Mapping]] = ..., events: _Optional[_Union[EventBatch, _Mapping]] = ..., completed: _Optional[_Union[Completed, _Mapping]] = ...) -> None: ...
+    draining: Draining
+    def __init__(self, subscribed: _Optional[_Union[Subscribed, _Mapping]] = ..., events: _Optional[_Union[EventBatch, _Mapping]] = ..., completed: _Optional[_Union[Completed, _Mapping]] = ..., draining: _Optional[_Union[Draining, _Mapping]] = ...) -> None: ...
 
 class Subscribed(_message.Message):
     __slots__ = ("subscription", "consumer_id", "stream", "window", "max_batch_size", "heartbeat_timeout_seconds")
@@ -178,6 +180,12 @@ class Completed(_message.Message):
     event_id: str
     event_type: str
     def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[str] = ...) -> None: ...
+
+class Draining(_message.Message):
+    __slots__ = ("grace_seconds",)
+    GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    grace_seconds: float
+    def __init__(self, grace_seconds: _Optional[float] = ...) -> None: ...
 
 class PublishRequest(_message.Message):
     __slots__ = ("stream", "events")

@@ -97,7 +97,8 @@ class EventServiceServicer:
     def Subscribe(self, request_iterator, context):
         """Consume a subscription. The client's first message is `subscribe`; the server answers
         `subscribed`, then `events` batches; the client settles events with `ack` / `nack`.
-        A terminal event ends the stream with `completed` and status OK.
+        A terminal event ends the stream with `completed` and status OK; a graceful server stop
+        sends `draining` first, then ends it with UNAVAILABLE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
