@@ -971,6 +971,20 @@ class Consumer:
                                            consumer_id=self.consumer_id, events=[d.record],
                                            reason=reason)
 
+    async def release_unseen(self, event_ids: Iterable[str]) -> None:
+        """Give held events back for redelivery now, with no attempt counted: a delivery
+        provider handed them on (wrote them to a remote client) and learned its consumer's code
+        never saw them (the client left or drained with them still buffered). Ids the consumer
+        does not hold are ignored."""
+        self._last_seen = asyncio.get_running_loop().time()
+        by_group, _ = self._held_by_group(event_ids)
+        store, sub, me = self._store, self.subscription, self.consumer_id
+        for group, known in by_group.items():
+            ids = [d.record.id for d in known]
+            await self._settle(store.release(sub, group, me, event_ids=ids, unseen=ids))
+            for d in known:
+                self._forget_settled(d)
+
     async def mark_read(self, event_ids: Iterable[str]) -> None:
         await self._store.record_receipts(self.subscription, self.consumer_id, list(event_ids),
                                           read=True)

@@ -620,6 +620,8 @@ class RemoteSubscriber:
         self.completed_event_id: str | None = None
         #: the server is stopping gracefully (see the class docstring)
         self.draining = False
+        #: ids of deliveries received and given up before code saw them (sent on unsubscribe)
+        self._unprocessed: list[str] = []
         self._call: Any = None
         self._buffer: deque[RemoteDelivery] = deque()
         self._last: RemoteDelivery | None = None
@@ -702,6 +704,7 @@ class RemoteSubscriber:
         call = self._call
         try:
             if self._writer is not None and not self._stream_ended:
+                self._drop_buffer()
                 self._unsubscribe = True
                 self._poke()
                 with suppress(asyncio.TimeoutError, TimeoutError, Exception):
@@ -763,12 +766,18 @@ class RemoteSubscriber:
         """The server stops sending and releases, at the stream's end, what this consumer still
         holds: hand out nothing more, leave once code settled what it was handed."""
         self.draining = True
+        self._drop_buffer()
+        self._leave_if_settled()
+
+    def _drop_buffer(self) -> None:
+        """Deliveries buffered and never handed to code: given up, their ids sent with the
+        unsubscribe, so the server releases them with no attempt counted."""
         held = self._held
         for d in self._buffer:
             if held.get(d.id) is d:
                 del held[d.id]
+                self._unprocessed.append(d.id)
         self._buffer.clear()
-        self._leave_if_settled()
 
     def _leave_if_settled(self) -> None:
         # draining, and code settled everything it was handed: the writer sends the acks and
@@ -926,7 +935,8 @@ class RemoteSubscriber:
                 for request in control:
                     await call.write(request)
                 if self._unsubscribe and not self._acks and not self._control:
-                    await call.write(pb.SubscribeRequest(unsubscribe=pb.Unsubscribe()))
+                    await call.write(pb.SubscribeRequest(unsubscribe=pb.Unsubscribe(
+                        unprocessed_event_ids=self._unprocessed)))
                     await call.done_writing()
                     return
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError):

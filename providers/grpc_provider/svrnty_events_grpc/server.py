@@ -288,6 +288,9 @@ class EventServicer(ProjectionAdmin, pb_grpc.EventServiceServicer):
             elif kind == "heartbeat":
                 consumer.heartbeat()
             elif kind == "unsubscribe":
+                unseen = request.unsubscribe.unprocessed_event_ids
+                if unseen:
+                    await consumer.release_unseen(unseen)
                 return "unsubscribed"
             elif kind == "subscribe":
                 raise StreamAbort(

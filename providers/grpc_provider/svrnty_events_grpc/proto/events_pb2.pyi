@@ -101,8 +101,10 @@ class InProgress(_message.Message):
     def __init__(self, event_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Unsubscribe(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("unprocessed_event_ids",)
+    UNPROCESSED_EVENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    unprocessed_event_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, unprocessed_event_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SubscribeResponse(_message.Message):
     __slots__ = ("subscribed", "events", "completed", "draining")
