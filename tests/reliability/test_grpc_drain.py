@@ -204,6 +204,7 @@ async def test_a_client_holding_deliveries_does_not_hold_the_stop_past_the_drain
             await until(lambda: store.acked_count == 3
                          and host.consumers("work")[0]["delivered"] == WINDOW + 3)
             await until(lambda: len(holder._buffer) == 3)
+            buffered = [d.id for d in holder._buffer]
             loop = asyncio.get_running_loop()
             started = loop.time()
             stop = asyncio.ensure_future(host.stop())
@@ -226,6 +227,41 @@ async def test_a_client_holding_deliveries_does_not_hold_the_stop_past_the_drain
     claimable = _claimable_at_close(store)
     assert set(claimable) == set(ids) - acked
     assert all(claimable[d.id] == 2 for d in in_hand[3:])
+    # the client gave the buffered ones back as soon as it heard of the drain (``release``):
+    # no attempt counted for them, although its code held the others to the end
+    assert all(claimable[i] == 1 for i in buffered), {i: claimable[i] for i in buffered}
+
+
+async def test_a_drain_cuts_short_the_wait_of_a_batch_being_gathered():
+    """Batched delivery with a batch delay longer than the drain: the server had taken three
+    events and waited for more to fill its batch when the host stopped. The drain ends that
+    wait, writes the batch, says ``draining``; the client gives the batch back unseen and
+    leaves, so the stop ends early and no attempt is counted."""
+    async with running(_ledger_streaming()) as host:
+        store = ledger(host)
+        ids = [e.id for e in await publish_jobs(host, "jobs", range(3))]
+        async with EventClient(target(host)) as client:
+            gatherer = client.subscribe("work", "gatherer", delivery_mode="batched",
+                                        max_batch_size=100, max_batch_delay=30.0)
+            await within(gatherer.open())
+            await until(lambda: host.consumers("work")[0]["delivered"] == 3)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            stop = asyncio.ensure_future(host.stop())
+            try:
+                await until(lambda: gatherer.draining)
+                with pytest.raises(RemoteError) as ended:
+                    await within(gatherer.__anext__())
+                await within(stop)
+                stopped = loop.time() - started
+            finally:
+                stop.cancel()
+            await within(gatherer.aclose())
+    assert ended.value.code == grpc.StatusCode.UNAVAILABLE
+    assert stopped < DEFAULT_DRAIN, stopped
+    claimable = _claimable_at_close(store)
+    assert set(claimable) == set(ids)
+    assert set(claimable.values()) == {1}, claimable
 
 
 async def test_acks_and_nacks_sent_during_the_drain_are_applied():

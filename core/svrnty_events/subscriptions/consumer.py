@@ -978,12 +978,24 @@ class Consumer:
         does not hold are ignored."""
         self._last_seen = asyncio.get_running_loop().time()
         by_group, _ = self._held_by_group(event_ids)
+        buffered = {id(d) for d in self.prefetched}  # not handed over: not the caller's
         store, sub, me = self._store, self.subscription, self.consumer_id
+        held = self.held
         for group, known in by_group.items():
+            known = [d for d in known if id(d) not in buffered]
+            if not known:
+                continue
+            for d in known:  # settled from now: an ack or nack of them meanwhile is refused
+                d.settled = True
+                del held[d.record.id]
             ids = [d.record.id for d in known]
-            await self._settle(store.release(sub, group, me, event_ids=ids, unseen=ids))
-            for d in known:
-                self._forget_settled(d)
+            try:
+                await self._settle(store.release(sub, group, me, event_ids=ids, unseen=ids))
+            except Exception:  # refused: still held, released with the rest at the close
+                # (a cancelled caller leaves the release to finish, see _settle)
+                self._unsettle(known)
+                raise
+            self._settled(known)
 
     async def mark_read(self, event_ids: Iterable[str]) -> None:
         await self._store.record_receipts(self.subscription, self.consumer_id, list(event_ids),

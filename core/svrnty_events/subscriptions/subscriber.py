@@ -109,6 +109,7 @@ class Subscriber:
         ``break`` and a new ``async for`` go on where it stopped."""
         consumer = self.consumer
         assert consumer is not None
+        self._ack_batch(consumer)  # left by a loop over batches() before
         while True:
             if consumer.prefetched and not consumer.closed:
                 last = self._last
@@ -128,7 +129,8 @@ class Subscriber:
 
     async def __anext__(self) -> Delivery:
         consumer = self.consumer
-        if self._plain and consumer is not None and consumer.prefetched and not consumer.closed:
+        if self._plain and consumer is not None and consumer.prefetched and not consumer.closed \
+                and not self._batch:
             # the common step, kept short (it runs once per event): automatic acks, settled
             # after the hand-over, no observers; Consumer.ack_later inlined (a delivery that
             # was settled meanwhile is skipped by the flush)
@@ -144,6 +146,7 @@ class Subscriber:
             consumer = await self.open()
         if consumer.closed:  # what was prefetched was released with the consumer
             raise StopAsyncIteration
+        self._ack_batch(consumer)  # left by a loop over batches() before
         last = self._last
         if last is not None and self.auto_ack and not last.settled:
             self._last = None
@@ -191,15 +194,7 @@ class Subscriber:
                              f"{max_events!r}")
         consumer = await self.open()
         while True:
-            batch = self._batch
-            if batch and self.auto_ack and not consumer.at_most_once:
-                self._batch = []
-                # (one settled meanwhile is skipped); with nothing prefetched, the fetch below
-                # sends them before it waits for more
-                if consumer.prefetched:
-                    consumer.ack_later(*batch)
-                else:
-                    consumer.ack_before_wait(*batch)
+            self._ack_batch(consumer)
             last = self._last  # left by ``async for d in deliveries`` before
             if last is not None and self.auto_ack and not last.settled:
                 self._last = None
@@ -213,6 +208,20 @@ class Subscriber:
                 return
             self._batch = batch
             yield batch
+
+    def _ack_batch(self, consumer: Consumer) -> None:
+        """Automatic acks: the last batch ``batches()`` handed over is done (the loop asks for
+        more, by batch or by event)."""
+        batch = self._batch
+        if batch:
+            self._batch = []
+            if self.auto_ack and not consumer.at_most_once:
+                # (one settled meanwhile is skipped); with nothing prefetched, the next fetch
+                # sends them before it waits for more
+                if consumer.prefetched:
+                    consumer.ack_later(*batch)
+                else:
+                    consumer.ack_before_wait(*batch)
 
     async def next(self, timeout: float | None = None) -> Delivery | None:
         """The next delivery, or None after ``timeout`` seconds without one."""

@@ -766,6 +766,35 @@ class EngineSemantics(_Kit):
                     async for _ in deliveries.batches(max_events=0):
                         pass
 
+    async def test_batches_then_one_by_one_on_one_subscriber(self, make):
+        """A loop over ``batches()`` left with ``break``, then ``async for d in deliveries``
+        and ``next()`` on the same subscriber: the batch left behind is acked when the next
+        delivery is asked for (it does not hold the window), every event comes once, in
+        order, at attempt 1."""
+        streaming = make(subscriptions={"sub": {"mode": "exclusive", "window": 4}})
+        async with streaming.run() as host:
+            await host.publish("s", ticks("s", 12), external=False)
+            seen: list[tuple[int, int]] = []
+            async with host.subscribe("sub", "mixed") as deliveries:
+                async for batch in deliveries.batches():
+                    seen += [(d.event.n, d.attempt) for d in batch]
+                    break
+                async for d in deliveries:
+                    seen.append((d.event.n, d.attempt))
+                    if len(seen) >= 8:
+                        break
+                async for batch in deliveries.batches(max_events=2):
+                    seen += [(d.event.n, d.attempt) for d in batch]
+                    break
+                while len(seen) < 12:
+                    d = await within(deliveries.next(timeout=5))
+                    assert d is not None, seen
+                    seen.append((d.event.n, d.attempt))
+            assert seen == [(n, 1) for n in range(12)]
+            rest = await host.open_consumer("sub", "rest")
+            assert await rest.fetch(timeout=0.2) == []  # every one was acked
+            assert await host.dead_letters("sub") == []
+
     async def test_batches_acks_are_not_held_back_by_a_slow_body(self, make):
         """The acks of a batch reach the store within ACK_FLUSH_INTERVAL of the loop asking for
         the next batch, even when that batch's body works past the visibility timeout: another

@@ -767,6 +767,11 @@ class RemoteSubscriber:
         holds: hand out nothing more, leave once code settled what it was handed."""
         self.draining = True
         self._drop_buffer()
+        if self._unprocessed:  # given back at once, not only when this subscriber leaves
+            self._control.append(pb.SubscribeRequest(release=pb.Release(
+                event_ids=self._unprocessed)))
+            self._unprocessed = []
+            self._poke()
         self._leave_if_settled()
 
     def _drop_buffer(self) -> None:

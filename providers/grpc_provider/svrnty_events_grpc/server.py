@@ -83,11 +83,14 @@ def _closed_status(exc: ConsumerClosedError) -> StreamAbort:
 class _Sender:
     """What a stream's sender is doing, for a drain that stops it between two batches."""
 
-    __slots__ = ("writing", "stop")
+    __slots__ = ("writing", "stop", "gathered")
 
     def __init__(self) -> None:
         #: a batch was taken from the consumer and is not written yet: not to be cancelled
         self.writing = False
+        #: batched delivery: the batch taken so far while more is waited for (a drain cancels
+        #: that wait and writes this batch itself)
+        self.gathered: list[Delivery] | None = None
         #: return once the batch being written is out
         self.stop = False
 
@@ -219,10 +222,18 @@ class EventServicer(ProjectionAdmin, pb_grpc.EventServiceServicer):
         # between two batches: a fetch that waits is cancelled (what its claim brings stays
         # prefetched, released unseen at the close); a batch being written goes out first
         state.stop = True
-        if not state.writing:
+        if not state.writing or state.gathered is not None:
             sender.cancel()
         await asyncio.wait((sender,), timeout=max(deadline - loop.time(), 0.0))
-        if not sender.done() or reader.done() or not consumer.held:
+        if sender.done() and state.gathered:  # its wait for more was cancelled: write the
+            batch, state.gathered = state.gathered, None  # batch it had taken
+            try:
+                await asyncio.wait_for(self._send_batch(consumer, context, batch),
+                                       max(deadline - loop.time(), 0.0))
+            except Exception:  # noqa: BLE001 - the call ended, or the deadline passed: done
+                return
+        if not sender.done() or reader.done() \
+                or len(consumer.held) <= len(consumer.prefetched):
             # a write the client does not read held the sender past the deadline, the client
             # left, or nothing it was sent is left to settle
             return
@@ -287,6 +298,8 @@ class EventServicer(ProjectionAdmin, pb_grpc.EventServiceServicer):
                              consumer.consumer_id, exc)
             elif kind == "heartbeat":
                 consumer.heartbeat()
+            elif kind == "release":
+                await consumer.release_unseen(request.release.event_ids)
             elif kind == "unsubscribe":
                 unseen = request.unsubscribe.unprocessed_event_ids
                 if unseen:
@@ -300,7 +313,8 @@ class EventServicer(ProjectionAdmin, pb_grpc.EventServiceServicer):
                     "again")
             else:
                 raise StreamAbort(invalid, "request: empty message; set one of subscribe, ack, "
-                                           "nack, in_progress, heartbeat, unsubscribe")
+                                           "nack, in_progress, heartbeat, release, "
+                                           "unsubscribe")
 
     async def _send_loop(self, consumer: Consumer, context: grpc.aio.ServicerContext,
                          settled: asyncio.Event, reader: asyncio.Future[str], state: _Sender,
@@ -312,6 +326,7 @@ class EventServicer(ProjectionAdmin, pb_grpc.EventServiceServicer):
             state.writing = True
             if batch_delay is not None and len(batch) < batch_size and not consumer.completed:
                 deadline = loop.time() + batch_delay
+                state.gathered = batch
                 while len(batch) < batch_size and not consumer.completed:
                     remaining = deadline - loop.time()
                     if remaining <= 0:
@@ -321,6 +336,7 @@ class EventServicer(ProjectionAdmin, pb_grpc.EventServiceServicer):
                     if not more:
                         break
                     batch.extend(more)
+                state.gathered = None
             if batch:
                 await self._send_batch(consumer, context, batch)
             if consumer.completed:
@@ -672,10 +688,11 @@ def _add_event_service(servicer: EventServicer, server: grpc.aio.Server) -> None
 
 async def _settling(consumer: Consumer, reader: asyncio.Future[str], settled: asyncio.Event,
                     deadline: float) -> None:
-    """Wait until ``consumer`` holds nothing, its stream's reader ended, or ``deadline`` (loop
-    time) passed. ``settled`` is set by each ack and nack the reader applies, and at its end."""
+    """Wait until ``consumer`` holds nothing it handed over (what it prefetched and did not
+    send is not the client's to settle), its stream's reader ended, or ``deadline`` (loop time)
+    passed. ``settled`` is set by each ack and nack the reader applies, and at its end."""
     loop = asyncio.get_running_loop()
-    while consumer.held and not reader.done():
+    while len(consumer.held) > len(consumer.prefetched) and not reader.done():
         settled.clear()
         remaining = deadline - loop.time()
         if remaining <= 0:

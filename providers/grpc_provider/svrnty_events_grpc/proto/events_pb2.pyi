@@ -20,20 +20,22 @@ DELIVERY_MODE_IMMEDIATE: DeliveryMode
 DELIVERY_MODE_BATCHED: DeliveryMode
 
 class SubscribeRequest(_message.Message):
-    __slots__ = ("subscribe", "ack", "nack", "heartbeat", "unsubscribe", "in_progress")
+    __slots__ = ("subscribe", "ack", "nack", "heartbeat", "unsubscribe", "in_progress", "release")
     SUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     NACK_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     UNSUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
     IN_PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
     subscribe: Subscribe
     ack: Ack
     nack: Nack
     heartbeat: Heartbeat
     unsubscribe: Unsubscribe
     in_progress: InProgress
-    def __init__(self, subscribe: _Optional[_Union[Subscribe, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., nack: _Optional[_Union[Nack, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., unsubscribe: _Optional[_Union[Unsubscribe, _Mapping]] = ..., in_progress: _Optional[_Union[InProgress, _Mapping]] = ...) -> None: ...
+    release: Release
+    def __init__(self, subscribe: _Optional[_Union[Subscribe, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., nack: _Optional[_Union[Nack, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., unsubscribe: _Optional[_Union[Unsubscribe, _Mapping]] = ..., in_progress: _Optional[_Union[InProgress, _Mapping]] = ..., release: _Optional[_Union[Release, _Mapping]] = ...) -> None: ...
 
 class Subscribe(_message.Message):
     __slots__ = ("subscription", "consumer_id", "correlation_id", "event_types", "terminal_event_types", "delivery_mode", "window", "metadata", "max_batch_size", "max_batch_delay_ms", "from_sequence", "from_time", "from_beginning", "new_only")
@@ -95,6 +97,12 @@ class Heartbeat(_message.Message):
     def __init__(self) -> None: ...
 
 class InProgress(_message.Message):
+    __slots__ = ("event_ids",)
+    EVENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    event_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, event_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Release(_message.Message):
     __slots__ = ("event_ids",)
     EVENT_IDS_FIELD_NUMBER: _ClassVar[int]
     event_ids: _containers.RepeatedScalarFieldContainer[str]
