@@ -51,7 +51,7 @@ class Subscriber:
         self.auto_ack = auto_ack
         self.consumer: Consumer | None = None
         self._last: Delivery | None = None
-        #: automatic acks, at least once, no observers: __anext__'s short step applies
+        #: automatic acks, at least once, no observers: async for takes _plain_steps' short step
         self._plain = False
         #: the last list ``batches()`` handed over (acked when the loop asks for the next)
         self._batch: list[Delivery] = []
@@ -103,8 +103,8 @@ class Subscriber:
 
     async def _plain_steps(self) -> AsyncIterator[Delivery]:
         """``async for`` over an open subscriber with automatic acks at least once and no
-        observers: __anext__'s common step without a coroutine per event (it runs once per
-        event). Consumer.ack_later inlined: a delivery that was settled meanwhile is skipped by
+        observers: the common step, kept short and without a coroutine per event (it runs once
+        per event); the rest goes through __anext__. Consumer.ack_later inlined: a delivery that was settled meanwhile is skipped by
         the flush. The state stays on the subscriber and its consumer, so a loop left with
         ``break`` and a new ``async for`` go on where it stopped."""
         consumer = self.consumer
@@ -128,20 +128,8 @@ class Subscriber:
             yield delivery
 
     async def __anext__(self) -> Delivery:
+        # (``async for`` with automatic acks takes the short step of _plain_steps instead)
         consumer = self.consumer
-        if self._plain and consumer is not None and consumer.prefetched and not consumer.closed \
-                and not self._batch:
-            # the common step, kept short (it runs once per event): automatic acks, settled
-            # after the hand-over, no observers; Consumer.ack_later inlined (a delivery that
-            # was settled meanwhile is skipped by the flush)
-            last = self._last
-            if last is not None:
-                deferred = consumer._deferred_acks
-                if not deferred:
-                    consumer._arm_flush(ACK_FLUSH_INTERVAL)
-                deferred.append(last)
-            self._last = delivery = consumer.prefetched.popleft()
-            return delivery
         if consumer is None:
             consumer = await self.open()
         if consumer.closed:  # what was prefetched was released with the consumer
